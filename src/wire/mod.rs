@@ -1,0 +1,11 @@
+//! The plaintext Postgres start-up phase.
+//!
+//! Everything a client may send before TLS begins is parsed by
+//! [`startup::classify`]; everything pgsni says back before TLS (the one-byte
+//! answers and the refusals) is encoded by [`reply`] with pgwire's message
+//! layer.
+
+pub mod reply;
+pub mod startup;
+
+pub use startup::{classify, StartupError, StartupPacket};

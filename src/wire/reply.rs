@@ -1,0 +1,131 @@
+//! What pgsni says to a client before TLS: the one-byte answers to SSLRequest
+//! and GSSENCRequest, and FATAL ErrorResponses that psql prints verbatim.
+//!
+//! Messages are encoded with pgwire's message layer so that their framing is
+//! the same code that real Postgres clients and servers are tested against.
+
+use bytes::BytesMut;
+use pgwire::messages::response::{ErrorResponse, GssEncResponse, SslResponse};
+use pgwire::messages::startup::SslRequest;
+use pgwire::messages::Message;
+
+/// A SQLSTATE code, with the refusals pgsni can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqlState(pub &'static str);
+
+impl SqlState {
+    /// `28000` invalid_authorization_specification: what Postgres sends when
+    /// pg_hba refuses a plaintext session.
+    pub const INVALID_AUTHORIZATION: Self = Self("28000");
+    /// `08P01` protocol_violation.
+    pub const PROTOCOL_VIOLATION: Self = Self("08P01");
+}
+
+/// A FATAL error that ends the session while it is still plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The SQLSTATE a client can match on.
+    pub code: SqlState,
+    /// The primary message (`M`), shown as `FATAL: <message>`.
+    pub message: &'static str,
+    /// An optional hint (`H`) telling the user what to do instead.
+    pub hint: Option<&'static str>,
+}
+
+impl Refusal {
+    /// A plaintext StartupMessage: users may never connect unencrypted.
+    pub const PLAINTEXT: Self = Self {
+        code: SqlState::INVALID_AUTHORIZATION,
+        message: "this server accepts only TLS connections",
+        hint: Some("connect with sslmode=require or stronger (verify-full recommended)"),
+    };
+
+    /// Bytes arrived behind the SSLRequest before the `S` was sent: they were
+    /// sent in the clear and may have been injected (CVE-2021-23214).
+    pub const DATA_AFTER_SSL_REQUEST: Self = Self {
+        code: SqlState::PROTOCOL_VIOLATION,
+        message: "received unencrypted data after SSL request",
+        hint: None,
+    };
+
+    /// A start-up packet that is not valid Postgres.
+    pub const INVALID_STARTUP_PACKET: Self = Self {
+        code: SqlState::PROTOCOL_VIOLATION,
+        message: "invalid start-up packet",
+        hint: None,
+    };
+
+    /// Encodes this refusal as a FATAL ErrorResponse.
+    pub fn encode(&self) -> BytesMut {
+        let mut fields = vec![
+            (b'S', "FATAL".to_owned()),
+            (b'V', "FATAL".to_owned()),
+            (b'C', self.code.0.to_owned()),
+            (b'M', self.message.to_owned()),
+        ];
+        if let Some(hint) = self.hint {
+            fields.push((b'H', hint.to_owned()));
+        }
+        encode(&ErrorResponse::new(fields))
+    }
+}
+
+/// The answer to an SSLRequest that pgsni accepts: `S`.
+pub fn ssl_accept() -> BytesMut {
+    encode(&SslResponse::Accept)
+}
+
+/// The answer to a GSSENCRequest: `N`, so that `gssencmode=prefer` clients
+/// fall back to their next request on the same connection.
+pub fn gssenc_refuse() -> BytesMut {
+    encode(&GssEncResponse::Refuse)
+}
+
+/// The SSLRequest pgsni sends to a backend before the ClientHello.
+pub fn ssl_request() -> BytesMut {
+    encode(&SslRequest::new())
+}
+
+fn encode(message: &impl Message) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(64);
+    message
+        .encode(&mut buf)
+        .expect("encoding a fixed-size message into a growable buffer cannot fail");
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::startup::SSL_REQUEST;
+
+    #[test]
+    fn one_byte_answers() {
+        assert_eq!(&ssl_accept()[..], b"S");
+        assert_eq!(&gssenc_refuse()[..], b"N");
+    }
+
+    #[test]
+    fn backend_ssl_request_is_byte_exact() {
+        assert_eq!(&ssl_request()[..], &SSL_REQUEST);
+    }
+
+    #[test]
+    fn plaintext_refusal_layout() {
+        let bytes = Refusal::PLAINTEXT.encode();
+        assert_eq!(bytes[0], b'E');
+        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len + 1, bytes.len());
+        let body = &bytes[5..];
+        let expected = b"SFATAL\0VFATAL\0C28000\0Mthis server accepts only TLS connections\0\
+Hconnect with sslmode=require or stronger (verify-full recommended)\0\0";
+        assert_eq!(body, &expected[..]);
+    }
+
+    #[test]
+    fn refusal_without_hint_has_no_hint_field() {
+        let bytes = Refusal::DATA_AFTER_SSL_REQUEST.encode();
+        assert!(bytes.ends_with(b"Mreceived unencrypted data after SSL request\0\0"));
+        assert!(!bytes.windows(2).any(|w| w == b"\0H"));
+    }
+}
