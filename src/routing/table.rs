@@ -1,0 +1,403 @@
+//! The routing table: server-name patterns and their backends.
+//!
+//! A table is built once (by [`crate::routing::file`]) and never mutated;
+//! reloads build a new one. Lookup is two hash probes whatever the table size:
+//! the exact name, then the name's parent for a one-label wildcard.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::tls::server_name::HostName;
+
+/// What a route matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// Exactly this (normalised) name.
+    Exact(String),
+    /// Any name made of one label followed by this suffix: `*.suffix`.
+    Wildcard {
+        /// The normalised suffix, without the leading `*.`.
+        suffix: String,
+    },
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard { suffix } => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// Why a pattern or backend address in a routes file is invalid.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// The server name is not a valid DNS name or `*.` wildcard.
+    #[error("invalid server_name {name:?}: {reason}")]
+    ServerName {
+        /// The name as written.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend is not `host:port`, or its template is malformed.
+    #[error("invalid backend {backend:?}: {reason}")]
+    Backend {
+        /// The backend as written.
+        backend: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A route without any backend.
+    #[error("route {0:?} has no backends")]
+    NoBackends(String),
+    /// Two routes with the same pattern.
+    #[error("server_name {0:?} appears in more than one route")]
+    Duplicate(String),
+}
+
+impl Pattern {
+    /// Parses a `server_name` from the routes file: a DNS name, or `*.` and a
+    /// DNS name. Normalised the way client names are (lowercase, one trailing
+    /// dot dropped), so that comparison is plain equality.
+    pub fn parse(text: &str) -> Result<Self, RouteError> {
+        let invalid = |reason: String| RouteError::ServerName {
+            name: text.to_owned(),
+            reason,
+        };
+        let (wildcard, name) = match text.strip_prefix("*.") {
+            Some(suffix) => (true, suffix),
+            None => (false, text),
+        };
+        let host = HostName::parse(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        if name.contains('*') {
+            return Err(invalid(
+                "'*' may only stand alone as the leftmost label".into(),
+            ));
+        }
+        let normalised = host.as_str().to_owned();
+        Ok(if wildcard {
+            Self::Wildcard { suffix: normalised }
+        } else {
+            Self::Exact(normalised)
+        })
+    }
+}
+
+/// One piece of a backend address template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `{1}`: the label the wildcard matched.
+    Captured,
+}
+
+/// A backend address, possibly with `{1}` placeholders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendTemplate {
+    segments: Vec<Segment>,
+}
+
+impl BackendTemplate {
+    /// Parses `host:port` (host a DNS name, an IPv4 address or a bracketed
+    /// IPv6 address), where `{1}` may stand for the captured label when
+    /// `allow_capture` is set (wildcard routes).
+    pub fn parse(text: &str, allow_capture: bool) -> Result<Self, RouteError> {
+        let invalid = |reason| RouteError::Backend {
+            backend: text.to_owned(),
+            reason,
+        };
+        let mut segments = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let (literal, tail) = rest.split_at(open);
+            let tail = tail
+                .strip_prefix("{1}")
+                .ok_or_else(|| invalid("the only placeholder is {1}"))?;
+            if !allow_capture {
+                return Err(invalid("{1} needs a wildcard server_name"));
+            }
+            if !literal.is_empty() {
+                segments.push(Segment::Literal(literal.to_owned()));
+            }
+            segments.push(Segment::Captured);
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Literal(rest.to_owned()));
+        }
+        if segments
+            .iter()
+            .any(|s| matches!(s, Segment::Literal(l) if l.contains('}')))
+        {
+            return Err(invalid("unbalanced '}'"));
+        }
+        let template = Self { segments };
+        // Any label a client can make us capture is a valid DNS label, so a
+        // sample label proves the shape of every address this can expand to.
+        validate_address(&template.expand("x")).map_err(invalid)?;
+        Ok(template)
+    }
+
+    /// The address with `label` in place of every `{1}`.
+    ///
+    /// `label` must be a valid DNS label (see [`crate::tls::server_name::is_valid_label`]; lookup
+    /// passes a label of a validated [`HostName`]), which is what keeps a
+    /// hostile name from turning into an arbitrary address. Templates without
+    /// placeholders ignore it.
+    pub fn expand(&self, label: &str) -> String {
+        let mut address = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => address.push_str(text),
+                Segment::Captured => address.push_str(label),
+            }
+        }
+        address
+    }
+}
+
+/// Checks that `address` is `host:port` with a usable host and port.
+fn validate_address(address: &str) -> Result<(), &'static str> {
+    let (host, port) = address.rsplit_once(':').ok_or("expected host:port")?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err("port must be 1-65535"),
+        Ok(_) => {}
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(drop)
+            .map_err(|_| "invalid IPv6 address");
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    HostName::parse(host.as_bytes())
+        .map(drop)
+        .map_err(|_| "host must be a DNS name, an IPv4 address or [IPv6]")
+}
+
+/// A route: a pattern and the backends tried in order.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pattern: Pattern,
+    /// The pattern as shown in logs and in the `route` metric label.
+    label: Arc<str>,
+    backends: Vec<BackendTemplate>,
+}
+
+impl Route {
+    /// Builds a route; `backends` must be non-empty.
+    pub fn new(pattern: Pattern, backends: Vec<BackendTemplate>) -> Result<Self, RouteError> {
+        if backends.is_empty() {
+            return Err(RouteError::NoBackends(pattern.to_string()));
+        }
+        Ok(Self {
+            label: pattern.to_string().into(),
+            pattern,
+            backends,
+        })
+    }
+
+    /// The pattern this route matches.
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
+    }
+}
+
+/// A routing decision, owned so that it outlives the table snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The matching route's pattern (the `route` metric label).
+    pub route: Arc<str>,
+    /// Backend addresses (`host:port`), in the order to try them.
+    pub backends: Vec<String>,
+}
+
+/// An immutable set of routes with constant-time lookup.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+}
+
+impl RouteTable {
+    /// Builds a table, refusing two routes with the same pattern.
+    pub fn new(routes: Vec<Route>) -> Result<Self, (usize, RouteError)> {
+        let mut exact = HashMap::with_capacity(routes.len());
+        let mut wildcard = HashMap::new();
+        for (index, route) in routes.iter().enumerate() {
+            let (map, key) = match &route.pattern {
+                Pattern::Exact(name) => (&mut exact, name),
+                Pattern::Wildcard { suffix } => (&mut wildcard, suffix),
+            };
+            if map.insert(key.clone(), index).is_some() {
+                return Err((index, RouteError::Duplicate(route.label.to_string())));
+            }
+        }
+        Ok(Self {
+            routes,
+            exact,
+            wildcard,
+        })
+    }
+
+    /// The number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table has no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The routes, in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Finds the route for `name`: an exact match wins over a wildcard, and a
+    /// wildcard matches exactly one leftmost label.
+    pub fn lookup(&self, name: &HostName) -> Option<Resolved> {
+        if let Some(&index) = self.exact.get(name.as_str()) {
+            let route = &self.routes[index];
+            return Some(Resolved {
+                route: route.label.clone(),
+                backends: route.backends.iter().map(|b| b.expand("")).collect(), // no {1} in exact routes
+            });
+        }
+        let parent = name.parent()?;
+        let &index = self.wildcard.get(parent)?;
+        let route = &self.routes[index];
+        let label = name.first_label();
+        Some(Resolved {
+            route: route.label.clone(),
+            backends: route.backends.iter().map(|b| b.expand(label)).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> HostName {
+        HostName::parse(text.as_bytes()).unwrap()
+    }
+
+    fn route(pattern: &str, backends: &[&str]) -> Route {
+        let pattern = Pattern::parse(pattern).unwrap();
+        let wildcard = matches!(pattern, Pattern::Wildcard { .. });
+        let backends = backends
+            .iter()
+            .map(|b| BackendTemplate::parse(b, wildcard).unwrap())
+            .collect();
+        Route::new(pattern, backends).unwrap()
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            route("alpha.db.example.com", &["10.0.1.5:5432", "10.0.1.6:5432"]),
+            route(
+                "*.data-1.use1.example.com",
+                &["{1}-rw.{1}.svc.cluster.local:5432"],
+            ),
+            route("special.data-1.use1.example.com", &["[::1]:6000"]),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn exact_match_keeps_backend_order() {
+        let resolved = table().lookup(&name("ALPHA.db.example.com.")).unwrap();
+        assert_eq!(&*resolved.route, "alpha.db.example.com");
+        assert_eq!(resolved.backends, ["10.0.1.5:5432", "10.0.1.6:5432"]);
+    }
+
+    #[test]
+    fn wildcard_substitutes_the_label() {
+        let resolved = table()
+            .lookup(&name("tenant-7.data-1.use1.example.com"))
+            .unwrap();
+        assert_eq!(&*resolved.route, "*.data-1.use1.example.com");
+        assert_eq!(
+            resolved.backends,
+            ["tenant-7-rw.tenant-7.svc.cluster.local:5432"]
+        );
+    }
+
+    #[test]
+    fn exact_wins_over_wildcard() {
+        let resolved = table()
+            .lookup(&name("special.data-1.use1.example.com"))
+            .unwrap();
+        assert_eq!(resolved.backends, ["[::1]:6000"]);
+    }
+
+    #[test]
+    fn wildcard_matches_exactly_one_label() {
+        let table = table();
+        assert!(table.lookup(&name("data-1.use1.example.com")).is_none());
+        assert!(table.lookup(&name("a.b.data-1.use1.example.com")).is_none());
+        assert!(table.lookup(&name("beta.db.example.com")).is_none());
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let error = RouteTable::new(vec![
+            route("a.example.com", &["127.0.0.1:1"]),
+            route("A.example.com.", &["127.0.0.1:2"]),
+        ])
+        .unwrap_err();
+        assert_eq!(error.0, 1);
+        assert!(matches!(error.1, RouteError::Duplicate(_)));
+    }
+
+    #[test]
+    fn bad_patterns() {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a.*.com",
+            "a*.example.com",
+            "**.x",
+            "a b",
+            "a..b",
+            "é.com",
+        ] {
+            assert!(Pattern::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn bad_backends() {
+        for bad in [
+            "host",
+            "host:",
+            "host:0",
+            "host:70000",
+            "[::1:5432",
+            "a/b:5432",
+            "user@host:5432",
+            "{2}.svc:5432",
+            "x}.svc:5432",
+            "{1}.svc:{1}",
+        ] {
+            assert!(
+                BackendTemplate::parse(bad, true).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        assert!(BackendTemplate::parse("{1}.svc:5432", false).is_err());
+        assert!(BackendTemplate::parse("{1}.svc:5432", true).is_ok());
+        assert!(BackendTemplate::parse("127.0.0.1:5432", false).is_ok());
+    }
+}
