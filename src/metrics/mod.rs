@@ -1,0 +1,96 @@
+//! Prometheus metrics: their names, their descriptions, and the recorder.
+//!
+//! Events are recorded where they happen, with the `metrics` facade and the
+//! names below; labels always come from closed enums (`as_str()`) or from the
+//! routing table's patterns, so their cardinality is bounded by construction.
+
+pub mod endpoint;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Connections by how their start-up ended (label `outcome`).
+pub const CONNECTIONS_TOTAL: &str = "pgsni_connections_total";
+/// Sessions currently forwarding, by route (label `route`).
+pub const ACTIVE_CONNECTIONS: &str = "pgsni_active_connections";
+/// Bytes forwarded, by route and direction (labels `route`, `direction`).
+pub const FORWARDED_BYTES_TOTAL: &str = "pgsni_forwarded_bytes_total";
+/// Seconds from accept to the first byte forwarded to the backend.
+pub const HANDSHAKE_SECONDS: &str = "pgsni_handshake_seconds";
+/// Routing-table reloads by result (label `result`).
+pub const ROUTES_RELOAD_TOTAL: &str = "pgsni_routes_reload_total";
+/// Routes in the table in force.
+pub const ROUTES: &str = "pgsni_routes";
+/// Errors from `accept(2)` by kind (label `kind`).
+pub const ACCEPT_ERRORS_TOTAL: &str = "pgsni_accept_errors_total";
+
+/// Buckets for [`HANDSHAKE_SECONDS`]: loopback handshakes take a few
+/// milliseconds, remote backends tens, and the deadline bounds the rest.
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How often histograms are drained; the exporter needs it for memory bounds.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process-wide recorder (once) and
+/// returns the handle that renders the exposition text.
+///
+/// Idempotent, so that tests running several brokers in one process share it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HANDSHAKE_SECONDS.to_owned()),
+                    HANDSHAKE_BUCKETS,
+                )
+                .expect("the bucket list is a non-empty constant")
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Runs the periodic upkeep that keeps histogram memory bounded, forever.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        CONNECTIONS_TOTAL,
+        "Client connections by how their start-up ended (routed or the refusal reason)"
+    );
+    describe_gauge!(
+        ACTIVE_CONNECTIONS,
+        "Sessions currently forwarding, by route"
+    );
+    describe_counter!(
+        FORWARDED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes forwarded, by route and direction (client_to_backend, backend_to_client)"
+    );
+    describe_histogram!(
+        HANDSHAKE_SECONDS,
+        Unit::Seconds,
+        "Time from accept to the first byte forwarded to the backend"
+    );
+    describe_counter!(
+        ROUTES_RELOAD_TOTAL,
+        "Routing-table reloads by result (ok, unchanged, error)"
+    );
+    describe_gauge!(ROUTES, "Routes in the routing table in force");
+    describe_counter!(ACCEPT_ERRORS_TOTAL, "Errors from accept(2), by kind");
+}
