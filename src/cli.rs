@@ -1,0 +1,229 @@
+//! Command-line interface: `pgsni serve` and `pgsni check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::info;
+
+use crate::proxy::{listener, Context, Timeouts};
+use crate::routing::{self, watcher};
+
+/// pgsni: a PostgreSQL edge listener that routes TLS sessions by server name
+/// (SNI) to each tenant's own Postgres, without decrypting them.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Validate a routes file; exit 0 if it is valid, 1 with the reason if not.
+    Check {
+        /// The routes file.
+        file: PathBuf,
+    },
+}
+
+/// Options of `pgsni serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to accept Postgres clients on; repeat for several (IPv6 too, e.g. [::]:5432).
+    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5432")]
+    pub listen: Vec<SocketAddr>,
+
+    /// The routes file (TOML); re-read when it changes and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub routes: PathBuf,
+
+    /// Address for the HTTP metrics endpoint (GET /metrics); off when unset.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Bound on a connection's start-up: first packet, ClientHello, routed backend.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Bound on each backend attempt (TCP connect and its answer to SSLRequest).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How often the routes file is re-read even without a change event.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 10s, 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "" | "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        _ => return Err(format!("invalid duration unit {unit:?}: use ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err("a duration must be positive".into());
+    }
+    Ok(duration)
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("the tokio runtime starts on any supported platform");
+            match runtime.block_on(serve(args, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    eprintln!("pgsni: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match routing::load(file) {
+        Ok((table, _)) => {
+            println!("{}: ok, {} routes", file.display(), table.len());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the broker until `shutdown` completes.
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (table, bytes) = routing::load(&args.routes).context("cannot load the routes file")?;
+    info!(path = %args.routes.display(), routes = table.len(), "routes loaded");
+    let table = Arc::new(ArcSwap::from_pointee(table));
+
+    let handle = crate::metrics::install();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::metrics::upkeep(handle.clone()));
+    if let Some(addr) = args.metrics_listen {
+        let listener = crate::metrics::endpoint::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        info!(%addr, "metrics endpoint listening");
+        tasks.spawn(crate::metrics::endpoint::serve(listener, handle));
+    }
+
+    let reloader = watcher::Reloader::new(args.routes.clone(), table.clone(), bytes);
+    tasks.spawn(watcher::watch(reloader, args.reload_interval));
+
+    let context = Arc::new(Context {
+        routes: table,
+        timeouts: Timeouts {
+            handshake: args.handshake_timeout,
+            connect: args.connect_timeout,
+        },
+    });
+    for addr in &args.listen {
+        let socket = listener::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+        info!(addr = %socket.local_addr()?, "accepting Postgres clients");
+        tasks.spawn(listener::serve(socket, context.clone()));
+    }
+
+    shutdown.await;
+    info!("shutting down");
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,79 @@
+//! Connecting to a tenant's backend.
+//!
+//! A Postgres backend expects the same opening as from any client: an
+//! SSLRequest, answered by `S`, and only then the ClientHello. Sending both at
+//! once would make it refuse the session (unencrypted data after SSLRequest),
+//! so the exchange is done in full before the caller writes the hello.
+
+use std::io;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::warn;
+
+use crate::wire::reply;
+
+/// Why one backend attempt failed.
+#[derive(Debug, Error)]
+pub enum AttemptError {
+    /// TCP connect (or name resolution) failed.
+    #[error("connect failed: {0}")]
+    Connect(#[source] io::Error),
+    /// Writing the SSLRequest or reading the answer failed.
+    #[error("SSLRequest exchange failed: {0}")]
+    Exchange(#[source] io::Error),
+    /// The backend answered `N`: it does not do TLS.
+    #[error("backend refused TLS (answered N)")]
+    Refused,
+    /// The backend answered something else (an ErrorResponse, for example).
+    #[error("backend answered SSLRequest with byte {0:#04x}")]
+    Unexpected(u8),
+    /// The backend closed before answering.
+    #[error("backend closed before answering SSLRequest")]
+    Closed,
+    /// Connect plus answer took longer than the connect timeout.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Tries `addresses` in order; returns the first backend that agreed to TLS,
+/// with its address, or `None` when every attempt failed (each is logged).
+pub async fn connect_first(addresses: &[String], timeout: Duration) -> Option<(TcpStream, &str)> {
+    for address in addresses {
+        let attempt = tokio::time::timeout(timeout, attempt(address)).await;
+        match attempt.unwrap_or(Err(AttemptError::TimedOut(timeout))) {
+            Ok(stream) => return Some((stream, address)),
+            Err(error) => warn!(backend = %address, %error, "backend attempt failed"),
+        }
+    }
+    None
+}
+
+/// Connects to one backend and completes its SSLRequest exchange.
+pub async fn attempt(address: &str) -> Result<TcpStream, AttemptError> {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .map_err(AttemptError::Connect)?;
+    // Start-up is a ping-pong of small messages: never let Nagle hold one back.
+    stream.set_nodelay(true).map_err(AttemptError::Connect)?;
+    stream
+        .write_all(&reply::ssl_request())
+        .await
+        .map_err(AttemptError::Exchange)?;
+    let mut answer = [0u8; 1];
+    // Exactly one byte: anything the backend sends after `S` belongs to TLS.
+    match stream
+        .read(&mut answer)
+        .await
+        .map_err(AttemptError::Exchange)?
+    {
+        0 => Err(AttemptError::Closed),
+        _ => match answer[0] {
+            b'S' => Ok(stream),
+            b'N' => Err(AttemptError::Refused),
+            other => Err(AttemptError::Unexpected(other)),
+        },
+    }
+}

@@ -1,0 +1,54 @@
+//! Accepting connections and carrying them to their tenant.
+//!
+//! - [`listener`]: binds the public sockets and runs the accept loops.
+//! - [`session`]: one connection's state machine: negotiate, read the
+//!   ClientHello, route, connect the backend, forward.
+//! - [`backend`]: connecting to a tenant and doing its SSLRequest exchange.
+//! - [`forward`]: copying the encrypted bytes in both directions.
+//! - [`outcome`]: why a connection ended its start-up, for metrics and logs.
+
+pub mod backend;
+pub mod forward;
+pub mod listener;
+pub mod outcome;
+pub mod session;
+
+use std::time::Duration;
+
+use crate::routing::SharedTable;
+
+pub use outcome::Outcome;
+
+/// Default bound on the whole start-up: first packet, ClientHello, and a
+/// connected backend.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on one backend attempt (TCP connect and its `S`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Timeouts that bound a session's start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From accept until the backend has the ClientHello. After that there is
+    /// deliberately no timeout: long queries and idle pools are normal.
+    pub handshake: Duration,
+    /// For each backend attempt: TCP connect plus its answer to SSLRequest.
+    pub connect: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: DEFAULT_HANDSHAKE_TIMEOUT,
+            connect: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// What every session needs, shared read-only by all of them.
+#[derive(Clone)]
+pub struct Context {
+    /// The routing table in force.
+    pub routes: SharedTable,
+    /// Start-up bounds.
+    pub timeouts: Timeouts,
+}

@@ -1,0 +1,64 @@
+//! Why a connection's start-up ended: one value per exit, feeding the
+//! `pgsni_connections_total{outcome}` counter and the session's log line.
+
+use crate::metrics::CONNECTIONS_TOTAL;
+
+/// How a connection's start-up ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A backend has the ClientHello; bytes are being forwarded.
+    Routed,
+    /// A plaintext StartupMessage was refused with an ErrorResponse.
+    PlaintextRefused,
+    /// Bytes arrived behind the SSLRequest before the `S` (possible injection).
+    DataAfterSslRequest,
+    /// The first packet was not valid Postgres.
+    BadRequest,
+    /// A plaintext CancelRequest (not carried by this version).
+    CancelRequest,
+    /// The ClientHello was malformed or too large.
+    BadClientHello,
+    /// A direct-TLS hello without ALPN `postgresql`.
+    NoApplicationProtocol,
+    /// The hello carried no server name.
+    NoServerName,
+    /// The server name is not a valid DNS name.
+    InvalidServerName,
+    /// No route matches the server name.
+    UnknownServerName,
+    /// No backend of the route could be reached or agreed to TLS.
+    BackendUnavailable,
+    /// The start-up did not finish within the handshake deadline.
+    HandshakeTimeout,
+    /// The client closed the connection during start-up.
+    ClientClosed,
+    /// A socket error during start-up.
+    IoError,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Routed => "routed",
+            Self::PlaintextRefused => "plaintext_refused",
+            Self::DataAfterSslRequest => "data_after_ssl_request",
+            Self::BadRequest => "bad_request",
+            Self::CancelRequest => "cancel_request",
+            Self::BadClientHello => "bad_client_hello",
+            Self::NoApplicationProtocol => "no_application_protocol",
+            Self::NoServerName => "no_server_name",
+            Self::InvalidServerName => "invalid_server_name",
+            Self::UnknownServerName => "unknown_server_name",
+            Self::BackendUnavailable => "backend_unavailable",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::ClientClosed => "client_closed",
+            Self::IoError => "io_error",
+        }
+    }
+
+    /// Counts one connection with this outcome.
+    pub fn record(self) {
+        ::metrics::counter!(CONNECTIONS_TOTAL, "outcome" => self.as_str()).increment(1);
+    }
+}

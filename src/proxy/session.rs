@@ -1,0 +1,345 @@
+//! One client connection, from accept to forwarding.
+//!
+//! The start-up is a small state machine, each step a function:
+//!
+//! ```text
+//! Negotiate ──SSLRequest/S──▶ ReadHello ──SNI──▶ Route ──▶ ConnectBackend ──▶ forward
+//!     │  └──────direct TLS──────▲
+//!     └─ GSSENCRequest/N: read the next packet
+//! ```
+//!
+//! The whole start-up runs under the handshake deadline; every exit is an
+//! [`Exit`] naming its [`Outcome`] and what the client is told: a Postgres
+//! ErrorResponse while the session is plaintext, a TLS alert once the client
+//! has started TLS, or nothing when there is no one to tell.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BufMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{backend, forward, Context, Outcome};
+use crate::metrics::HANDSHAKE_SECONDS;
+use crate::tls::alert::{fatal_alert, AlertDescription};
+use crate::tls::client_hello::{read_client_hello, MAX_CLIENT_HELLO_BYTES};
+use crate::tls::server_name::HostName;
+use crate::wire::reply::{self, Refusal};
+use crate::wire::startup::{classify, StartupPacket, MAX_STARTUP_PACKET_LEN};
+
+/// ALPN protocol id of Postgres (PG17): required of direct-TLS clients.
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// The step a session is in; kept so that a deadline can say where it hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the first packet(s) in plaintext.
+    Negotiate,
+    /// TLS has begun; reading the ClientHello.
+    ReadHello,
+    /// Looking the server name up.
+    Route,
+    /// Trying the route's backends.
+    ConnectBackend,
+}
+
+impl Phase {
+    /// Whether the client has started TLS, which decides how to refuse it.
+    fn tls_started(self) -> bool {
+        self != Self::Negotiate
+    }
+}
+
+/// What the client is told when its start-up is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Close without a word: the client is gone or said nothing we can
+    /// answer.
+    Close,
+    /// A FATAL ErrorResponse (plaintext phase only).
+    Postgres(Refusal),
+    /// A fatal TLS alert (once TLS has begun).
+    Alert(AlertDescription),
+}
+
+/// How a start-up ended without reaching forwarding.
+#[derive(Clone, Copy, Debug)]
+pub struct Exit {
+    /// The metric outcome.
+    pub outcome: Outcome,
+    /// What to tell the client.
+    pub reply: Reply,
+}
+
+impl Exit {
+    fn new(outcome: Outcome, reply: Reply) -> Self {
+        Self { outcome, reply }
+    }
+
+    fn silent(outcome: Outcome) -> Self {
+        Self::new(outcome, Reply::Close)
+    }
+}
+
+/// A start-up that reached a backend.
+struct Routed {
+    backend: TcpStream,
+    route: Arc<str>,
+    /// Client bytes already written to the backend (the ClientHello).
+    replayed: usize,
+}
+
+/// How the client began TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Negotiation {
+    /// SSLRequest, then `S`.
+    Classic,
+    /// The ClientHello came first (PG17 `sslnegotiation=direct`).
+    Direct,
+}
+
+/// Runs one connection to its end. Never fails: every exit is counted and
+/// logged here.
+pub async fn run(mut client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+    let accepted = Instant::now();
+    if let Err(error) = client.set_nodelay(true) {
+        debug!(%peer, %error, "cannot set TCP_NODELAY on client socket");
+    }
+    let mut phase = Phase::Negotiate;
+    let deadline = accepted + context.timeouts.handshake;
+    let started = tokio::time::timeout_at(deadline, start_up(&mut client, &context, &mut phase));
+    let exit = match started.await {
+        Ok(Ok(routed)) => {
+            Outcome::Routed.record();
+            ::metrics::histogram!(HANDSHAKE_SECONDS).record(accepted.elapsed().as_secs_f64());
+            let route = routed.route;
+            match forward::forward(client, routed.backend, &route, routed.replayed as u64).await {
+                Ok(totals) => debug!(%route, ?totals, "session ended"),
+                Err(error) => debug!(%route, %error, "session ended with an error"),
+            }
+            return;
+        }
+        Ok(Err(exit)) => exit,
+        Err(_elapsed) => {
+            debug!(?phase, "handshake deadline reached");
+            // A client inside TLS deserves an alert; a silent one gets a close.
+            let reply = match phase {
+                Phase::Route | Phase::ConnectBackend => {
+                    Reply::Alert(AlertDescription::InternalError)
+                }
+                _ => Reply::Close,
+            };
+            Exit::new(Outcome::HandshakeTimeout, reply)
+        }
+    };
+    exit.outcome.record();
+    debug_assert!(
+        !matches!(exit.reply, Reply::Postgres(_)) || !phase.tls_started(),
+        "a Postgres reply is only sent in plaintext"
+    );
+    send_reply(&mut client, exit.reply).await;
+}
+
+/// The state machine: negotiate, read the hello, route, connect the backend.
+async fn start_up(
+    client: &mut TcpStream,
+    context: &Context,
+    phase: &mut Phase,
+) -> Result<Routed, Exit> {
+    // One buffer for the whole start-up, bounded by the larger of the two caps.
+    let mut buf = Vec::with_capacity(1024);
+    let negotiation = negotiate(client, &mut buf).await?;
+
+    *phase = Phase::ReadHello;
+    let name = read_hello(client, &mut buf, negotiation).await?;
+
+    *phase = Phase::Route;
+    let routes = context.routes.load();
+    let Some(resolved) = routes.lookup(&name) else {
+        info!(server_name = %name, "unknown server name");
+        return Err(Exit::new(
+            Outcome::UnknownServerName,
+            Reply::Alert(AlertDescription::UnrecognizedName),
+        ));
+    };
+    drop(routes);
+
+    *phase = Phase::ConnectBackend;
+    let Some((mut backend, address)) =
+        backend::connect_first(&resolved.backends, context.timeouts.connect).await
+    else {
+        warn!(server_name = %name, route = %resolved.route, "no backend available");
+        return Err(Exit::new(
+            Outcome::BackendUnavailable,
+            Reply::Alert(AlertDescription::InternalError),
+        ));
+    };
+    // The ClientHello, exactly as received, is the first thing the backend
+    // sees after its `S`.
+    if let Err(error) = backend.write_all(&buf).await {
+        warn!(server_name = %name, backend = %address, %error, "backend failed while receiving the ClientHello");
+        return Err(Exit::new(
+            Outcome::BackendUnavailable,
+            Reply::Alert(AlertDescription::InternalError),
+        ));
+    }
+    debug!(server_name = %name, route = %resolved.route, backend = %address, ?negotiation, "routed");
+    Ok(Routed {
+        backend,
+        route: resolved.route,
+        replayed: buf.len(),
+    })
+}
+
+/// Reads plaintext packets until the client starts TLS. On return, `buf`
+/// holds only bytes of the TLS stream.
+async fn negotiate(client: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Negotiation, Exit> {
+    let mut answered_gssenc = false;
+    loop {
+        let (packet, len) = match classify(buf) {
+            Ok(Some(classified)) => classified,
+            Ok(None) => {
+                read_more(client, buf, MAX_STARTUP_PACKET_LEN).await?;
+                continue;
+            }
+            Err(error) => {
+                debug!(%error, "invalid start-up packet");
+                return Err(Exit::new(
+                    Outcome::BadRequest,
+                    Reply::Postgres(Refusal::INVALID_STARTUP_PACKET),
+                ));
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                if buf.len() > len {
+                    debug!(extra = buf.len() - len, "unencrypted data after SSLRequest");
+                    return Err(Exit::new(
+                        Outcome::DataAfterSslRequest,
+                        Reply::Postgres(Refusal::DATA_AFTER_SSL_REQUEST),
+                    ));
+                }
+                buf.clear();
+                write(client, &reply::ssl_accept()).await?;
+                return Ok(Negotiation::Classic);
+            }
+            StartupPacket::DirectTls => return Ok(Negotiation::Direct),
+            StartupPacket::GssEncRequest if !answered_gssenc => {
+                answered_gssenc = true;
+                buf.drain(..len);
+                write(client, &reply::gssenc_refuse()).await?;
+            }
+            StartupPacket::GssEncRequest => {
+                debug!("second GSSENCRequest");
+                return Err(Exit::new(
+                    Outcome::BadRequest,
+                    Reply::Postgres(Refusal::INVALID_STARTUP_PACKET),
+                ));
+            }
+            StartupPacket::Startup { major, minor } => {
+                debug!(major, minor, "plaintext StartupMessage refused");
+                return Err(Exit::new(
+                    Outcome::PlaintextRefused,
+                    Reply::Postgres(Refusal::PLAINTEXT),
+                ));
+            }
+            StartupPacket::CancelRequest { .. } => {
+                debug!("plaintext CancelRequest: no session to cancel through this listener");
+                return Err(Exit::silent(Outcome::CancelRequest));
+            }
+        }
+    }
+}
+
+/// Reads until `buf` holds a complete ClientHello and returns its validated
+/// server name. `buf` keeps every byte read, to be replayed to the backend.
+async fn read_hello(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    negotiation: Negotiation,
+) -> Result<HostName, Exit> {
+    // Only hellos split across records need this; it stays empty otherwise.
+    let mut scratch = Vec::new();
+    loop {
+        let hello = match read_client_hello(buf, &mut scratch) {
+            Ok(Some(hello)) => hello,
+            Ok(None) => {
+                read_more(client, buf, MAX_CLIENT_HELLO_BYTES).await?;
+                continue;
+            }
+            Err(error) => {
+                debug!(reason = error.reason(), "invalid ClientHello");
+                return Err(Exit::new(
+                    Outcome::BadClientHello,
+                    Reply::Alert(error.alert()),
+                ));
+            }
+        };
+        if negotiation == Negotiation::Direct && !hello.offers_alpn(ALPN_POSTGRESQL) {
+            info!("direct TLS without ALPN \"postgresql\"");
+            return Err(Exit::new(
+                Outcome::NoApplicationProtocol,
+                Reply::Alert(AlertDescription::NoApplicationProtocol),
+            ));
+        }
+        let Some(raw) = hello.server_name() else {
+            info!("ClientHello without a server name");
+            return Err(Exit::new(
+                Outcome::NoServerName,
+                Reply::Alert(AlertDescription::UnrecognizedName),
+            ));
+        };
+        return HostName::parse(raw).map_err(|error| {
+            info!(server_name = %raw.escape_ascii(), %error, "invalid server name");
+            Exit::new(
+                Outcome::InvalidServerName,
+                Reply::Alert(AlertDescription::UnrecognizedName),
+            )
+        });
+    }
+}
+
+/// Appends what the client sent next to `buf`, never growing it past `cap`.
+async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>, cap: usize) -> Result<(), Exit> {
+    let room = cap.saturating_sub(buf.len());
+    if room == 0 {
+        // The parsers refuse before their cap; this guards the invariant.
+        return Err(Exit::new(
+            Outcome::BadClientHello,
+            Reply::Alert(AlertDescription::RecordOverflow),
+        ));
+    }
+    match client.read_buf(&mut (&mut *buf).limit(room)).await {
+        Ok(0) => Err(Exit::silent(Outcome::ClientClosed)),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            debug!(%error, "read failed during start-up");
+            Err(Exit::silent(Outcome::IoError))
+        }
+    }
+}
+
+async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Exit> {
+    client.write_all(bytes).await.map_err(|error| {
+        debug!(%error, "write failed during start-up");
+        Exit::silent(Outcome::IoError)
+    })
+}
+
+/// Tells the client why it is refused, then closes.
+async fn send_reply(client: &mut TcpStream, reply: Reply) {
+    let bytes = match reply {
+        Reply::Close => return,
+        Reply::Postgres(refusal) => refusal.encode().to_vec(),
+        Reply::Alert(description) => fatal_alert(description).to_vec(),
+    };
+    // Best effort: the client may already be gone.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        client.write_all(&bytes).await?;
+        client.shutdown().await
+    })
+    .await;
+}
