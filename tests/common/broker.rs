@@ -1,0 +1,171 @@
+//! The real `pgsni` binary, started for one test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::postgres::free_port;
+
+/// A running `pgsni serve`, killed on drop. Its log goes to a file that tests
+/// may read.
+pub struct Broker {
+    child: Child,
+    /// Where Postgres clients connect.
+    pub port: u16,
+    /// Where `GET /metrics` is served.
+    pub metrics_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Writes `routes` to a fresh routes file and starts the broker on it.
+    pub fn start(routes: &str) -> Broker {
+        Self::start_with(routes, &[])
+    }
+
+    /// Like [`Broker::start`], with extra `serve` arguments.
+    pub fn start_with(routes: &str, extra: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir for the broker");
+        let routes_path = dir.path().join("routes.toml");
+        std::fs::write(&routes_path, routes).expect("write routes file");
+        Self::spawn(dir, &routes_path, extra)
+    }
+
+    /// Starts the broker on an existing routes file path inside `dir`.
+    pub fn spawn(dir: tempfile::TempDir, routes_path: &Path, extra: &[&str]) -> Broker {
+        let port = free_port();
+        let metrics_port = free_port();
+        let log = std::fs::File::create(dir.path().join("pgsni.log")).expect("create log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsni"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--routes")
+            .arg(routes_path)
+            .args(extra)
+            .env("RUST_LOG", "pgsni=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the pgsni binary");
+        let mut broker = Broker {
+            child,
+            port,
+            metrics_port,
+            dir,
+        };
+        broker.wait_ready();
+        broker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll pgsni") {
+                panic!("pgsni exited early with {status}:\n{}", self.log());
+            }
+            let up = |port| TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok();
+            if up(self.port) && up(self.metrics_port) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgsni did not start listening:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The routes file the broker watches.
+    pub fn routes_path(&self) -> PathBuf {
+        self.dir.path().join("routes.toml")
+    }
+
+    /// The broker's working directory (holds the routes file and the log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The client address to connect to.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Everything the broker has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgsni.log")).unwrap_or_default()
+    }
+
+    /// The Prometheus exposition text.
+    pub fn metrics(&self) -> String {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("connect to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: pgsni\r\n\r\n")
+            .expect("send metrics request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read metrics response");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// The value of the sample named exactly `series` (name and labels as
+    /// rendered, e.g. `pgsni_connections_total{outcome="routed"}`), or 0.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().expect("numeric sample"))
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Polls until `series` reaches at least `value`, or panics after `within`.
+    pub fn wait_for_metric(&self, series: &str, value: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.metric(series) < value {
+            assert!(
+                Instant::now() < deadline,
+                "{series} did not reach {value}:\n{}",
+                self.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the broker process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- pgsni log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A routes file with one exact route per `(server_name, backend)` pair.
+pub fn routes_toml(routes: &[(&str, &str)]) -> String {
+    routes
+        .iter()
+        .map(|(name, backend)| {
+            format!("[[route]]\nserver_name = \"{name}\"\nbackends = [\"{backend}\"]\n\n")
+        })
+        .collect()
+}

@@ -1,0 +1,340 @@
+//! pgsni in front of two real PostgreSQL 15 tenants with TLS, driven by real
+//! clients: psql/libpq, tokio-postgres with rustls, and pgbench.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::broker::{routes_toml, Broker};
+use common::{psql, tenant_conninfo, tokio_pg_connect, PgCluster, TestPki};
+
+const ALPHA: &str = "alpha.db.example.com";
+const BETA: &str = "beta.db.example.com";
+
+/// Two tenants, each with its own certificate from one CA.
+struct Tenants {
+    pki: TestPki,
+    alpha: PgCluster,
+    beta: PgCluster,
+}
+
+impl Tenants {
+    fn start() -> Tenants {
+        let pki = TestPki::new();
+        let alpha = PgCluster::start("alpha", &pki.issue(ALPHA));
+        let beta = PgCluster::start("beta", &pki.issue(BETA));
+        Tenants { pki, alpha, beta }
+    }
+
+    fn backend(cluster: &PgCluster) -> String {
+        format!("127.0.0.1:{}", cluster.port())
+    }
+
+    /// alpha → the alpha cluster, beta → the beta cluster.
+    fn routes(&self) -> String {
+        routes_toml(&[
+            (ALPHA, &Self::backend(&self.alpha)),
+            (BETA, &Self::backend(&self.beta)),
+        ])
+    }
+
+    fn conninfo(&self, name: &str, broker: &Broker, sslmode: &str) -> String {
+        tenant_conninfo(name, broker.port, self.pki.ca_path(), sslmode)
+    }
+
+    fn connections_received(&self) -> usize {
+        [&self.alpha, &self.beta]
+            .iter()
+            .map(|c| c.log_contents().matches("connection received").count())
+            .sum()
+    }
+}
+
+/// Which cluster answered, on which port, and whether the session is TLS.
+const WHO: &str = "SELECT current_setting('cluster_name') || ' ' || inet_server_port() || ' ' \
+                   || (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+
+fn psql_ok(conninfo: &str, sql: &str) -> String {
+    let out = psql(conninfo, sql);
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn psql_err(conninfo: &str, sql: &str) -> String {
+    let out = psql(conninfo, sql);
+    assert!(!out.status.success(), "psql should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn psql_verify_full_reaches_each_tenant() {
+    let tenants = Tenants::start();
+    let broker = Broker::start(&tenants.routes());
+    for (name, cluster) in [(ALPHA, &tenants.alpha), (BETA, &tenants.beta)] {
+        let who = psql_ok(&tenants.conninfo(name, &broker, "verify-full"), WHO);
+        assert_eq!(who, format!("{} {} true", cluster.name(), cluster.port()));
+    }
+    // Upper case and a trailing dot name the same tenant.
+    let who = psql_ok(
+        &tenants.conninfo("ALPHA.db.example.com", &broker, "verify-full"),
+        "SHOW cluster_name",
+    );
+    assert_eq!(who, "alpha");
+}
+
+#[test]
+fn the_client_verifies_the_tenants_own_certificate() {
+    // A table that sends alpha's name to beta: verify-full must notice,
+    // because pgsni never presents a certificate of its own.
+    let tenants = Tenants::start();
+    let broker = Broker::start(&routes_toml(&[(ALPHA, &Tenants::backend(&tenants.beta))]));
+    let stderr = psql_err(&tenants.conninfo(ALPHA, &broker, "verify-full"), "SELECT 1");
+    assert!(
+        stderr.contains("does not match host name"),
+        "expected a certificate name mismatch: {stderr}"
+    );
+}
+
+#[test]
+fn plaintext_is_refused_and_prefer_connects_encrypted() {
+    let tenants = Tenants::start();
+    let broker = Broker::start(&tenants.routes());
+    let stderr = psql_err(&tenants.conninfo(ALPHA, &broker, "disable"), "SELECT 1");
+    assert!(
+        stderr.contains("FATAL:  this server accepts only TLS connections"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("HINT:  connect with sslmode=require"),
+        "{stderr}"
+    );
+
+    let who = psql_ok(&tenants.conninfo(ALPHA, &broker, "prefer"), WHO);
+    assert_eq!(who, format!("alpha {} true", tenants.alpha.port()));
+}
+
+#[test]
+fn unknown_server_name_is_refused_before_any_backend() {
+    let tenants = Tenants::start();
+    let broker = Broker::start(&tenants.routes());
+    let before = tenants.connections_received();
+    let stderr = psql_err(
+        &tenants.conninfo("gamma.db.example.com", &broker, "require"),
+        "SELECT 1",
+    );
+    assert!(stderr.contains("unrecognized name"), "{stderr}");
+    // A connection to 127.0.0.1 by address sends no SNI at all.
+    let nameless = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
+        broker.port
+    );
+    let stderr = psql_err(&nameless, "SELECT 1");
+    assert!(stderr.contains("unrecognized name"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tenants.connections_received(),
+        before,
+        "no backend was contacted"
+    );
+    let metrics = broker.metrics();
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="unknown_server_name"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="no_server_name"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_classic_and_direct() {
+    let tenants = tokio::task::spawn_blocking(Tenants::start).await.unwrap();
+    let broker = Broker::start(&tenants.routes());
+    let ca = tenants.pki.ca_pem().as_bytes().to_vec();
+    for direct in [false, true] {
+        for (name, expected) in [(ALPHA, "alpha"), (BETA, "beta")] {
+            let client = tokio_pg_connect(name, broker.port, &ca, direct)
+                .await
+                .unwrap_or_else(|e| panic!("{name} (direct: {direct}): {e}"));
+            let row = client.query_one("SHOW cluster_name", &[]).await.unwrap();
+            assert_eq!(row.get::<_, String>(0), expected, "direct: {direct}");
+        }
+    }
+    let routed = r#"pgsni_connections_total{outcome="routed"}"#;
+    assert_eq!(broker.metric(routed), 4.0);
+    drop(tenants);
+}
+
+/// Replaces `path` the way editors and `mv` do: a new inode renamed over it.
+fn replace_by_rename(path: &Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// Polls until a new psql session to `name` lands on `expected`.
+fn wait_for_route(tenants: &Tenants, broker: &Broker, name: &str, expected: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let out = psql(
+            &tenants.conninfo(name, broker, "require"),
+            "SHOW cluster_name",
+        );
+        if String::from_utf8_lossy(&out.stdout).trim() == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} never routed to {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_follow_the_file_and_spare_open_sessions() {
+    let tenants = tokio::task::spawn_blocking(Tenants::start).await.unwrap();
+    let broker = Broker::start(&tenants.routes());
+    let path = broker.routes_path();
+    let ca = tenants.pki.ca_pem().as_bytes().to_vec();
+    let open = tokio_pg_connect(ALPHA, broker.port, &ca, false)
+        .await
+        .unwrap();
+
+    // 1. Rename: alpha's name now leads to the beta cluster (require: the
+    //    certificate name is beta's, which is the point of the exercise).
+    replace_by_rename(
+        &path,
+        &routes_toml(&[(ALPHA, &Tenants::backend(&tenants.beta))]),
+    );
+    let took = tokio::task::block_in_place(|| wait_for_route(&tenants, &broker, ALPHA, "beta"));
+    assert!(took < Duration::from_secs(1), "reload took {took:?}");
+    let row = open.query_one("SHOW cluster_name", &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "alpha",
+        "the open session is untouched"
+    );
+
+    // 2. An invalid file changes nothing and counts as a failed reload.
+    replace_by_rename(
+        &path,
+        "[[route]]\nserver_name = \"bad name\"\nbackends = []\n",
+    );
+    broker.wait_for_metric(
+        r#"pgsni_routes_reload_total{result="error"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+    tokio::task::block_in_place(|| wait_for_route(&tenants, &broker, ALPHA, "beta"));
+    assert!(
+        broker.log().contains("routes.toml:2: "),
+        "the refusal names the file and line"
+    );
+
+    // 3. A Kubernetes-style ConfigMap: routes.toml -> ..data/routes.toml,
+    //    where ..data is a symlink swapped atomically to a new directory.
+    let dir = broker.dir().join("configmap");
+    std::fs::create_dir(&dir).unwrap();
+    let version = |n: u32, text: &str| {
+        let versioned = dir.join(format!("..v{n}"));
+        std::fs::create_dir(&versioned).unwrap();
+        std::fs::write(versioned.join("routes.toml"), text).unwrap();
+        let link = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..v{n}"), &link).unwrap();
+        std::fs::rename(&link, dir.join("..data")).unwrap();
+    };
+    version(1, &tenants.routes());
+    std::os::unix::fs::symlink("..data/routes.toml", dir.join("routes.toml")).unwrap();
+    let mapped = Broker::spawn(tempfile::tempdir().unwrap(), &dir.join("routes.toml"), &[]);
+    tokio::task::block_in_place(|| wait_for_route(&tenants, &mapped, ALPHA, "alpha"));
+    version(
+        2,
+        &routes_toml(&[(ALPHA, &Tenants::backend(&tenants.beta))]),
+    );
+    let took = tokio::task::block_in_place(|| wait_for_route(&tenants, &mapped, ALPHA, "beta"));
+    assert!(took < Duration::from_secs(1), "symlink swap took {took:?}");
+    let row = open.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert_eq!(
+        mapped.metric(r#"pgsni_routes_reload_total{result="ok"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn pgbench_through_the_broker_has_no_failed_transactions() {
+    let tenants = Tenants::start();
+    let broker = Broker::start(&tenants.routes());
+    let pgbench = common::postgres::pg_bin("pgbench");
+    let init = Command::new(&pgbench)
+        .args(["-i", "-s", "1", "-q"])
+        .env("PGPASSWORD", common::PG_PASSWORD)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", tenants.pki.ca_path())
+        .env("PGHOSTADDR", "127.0.0.1")
+        .args([
+            "-h",
+            ALPHA,
+            "-p",
+            &broker.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let run = Command::new(&pgbench)
+        .args(["-S", "-c", "8", "-j", "2", "-T", "4", "-n"])
+        .env("PGPASSWORD", common::PG_PASSWORD)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", tenants.pki.ca_path())
+        .env("PGHOSTADDR", "127.0.0.1")
+        .args([
+            "-h",
+            ALPHA,
+            "-p",
+            &broker.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let processed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in:\n{stdout}"));
+    assert!(processed > 100, "only {processed} transactions:\n{stdout}");
+    assert!(
+        stdout.contains("number of failed transactions: 0 "),
+        "failed transactions:\n{stdout}"
+    );
+    // Every session is released once pgbench has disconnected.
+    let active = r#"pgsni_active_connections{route="alpha.db.example.com"}"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.metric(active) != 0.0 {
+        assert!(Instant::now() < deadline, "{}", broker.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

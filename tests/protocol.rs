@@ -1,0 +1,462 @@
+//! The broker's start-up protocol, byte for byte, with scripted clients and
+//! backends on loopback. (The same paths against real PostgreSQL servers and
+//! real clients are in `tests/postgres_e2e.rs`.)
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::broker::{routes_toml, Broker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+
+/// A genuine ClientHello from rustls, in one record.
+fn client_hello(sni: Option<&str>, alpn: &[&[u8]]) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // An IP-address server name makes rustls send no SNI, as libpq does.
+    let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or("127.0.0.1"))
+        .unwrap()
+        .to_owned();
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    connection.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// The same hello re-split into records of at most `size` payload bytes.
+fn split_into_records(hello: &[u8], size: usize) -> Vec<u8> {
+    let payload = &hello[5..];
+    let mut out = Vec::new();
+    for chunk in payload.chunks(size) {
+        out.extend_from_slice(&[0x16, 0x03, 0x01]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// What a scripted backend saw on one connection.
+#[derive(Debug)]
+struct Seen {
+    /// The first 8 bytes: must be the SSLRequest.
+    request: Vec<u8>,
+    /// Everything after the `S` until the client's EOF.
+    after_s: Vec<u8>,
+}
+
+/// A scripted Postgres backend: answers SSLRequest with `answer`, records
+/// what follows until EOF, then sends `reply` and closes.
+struct FakeBackend {
+    address: String,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+impl FakeBackend {
+    async fn start(answer: u8, reply: Vec<u8>) -> FakeBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (tx, seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 8];
+                    if stream.read_exact(&mut request).await.is_err() {
+                        return;
+                    }
+                    stream.write_all(&[answer]).await.unwrap();
+                    let mut after_s = Vec::new();
+                    if answer == b'S' {
+                        let _ = stream.read_to_end(&mut after_s).await;
+                        // Only now, after the client's half-close, reply.
+                        let _ = stream.write_all(&reply).await;
+                    }
+                    let _ = tx.send(Seen { request, after_s });
+                });
+            }
+        });
+        FakeBackend { address, seen }
+    }
+
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
+            .await
+            .expect("backend saw no connection in time")
+            .unwrap()
+    }
+
+    fn saw_nothing(&mut self) -> bool {
+        self.seen.try_recv().is_err()
+    }
+}
+
+/// A port on which nothing listens.
+fn closed_port_address() -> String {
+    format!("127.0.0.1:{}", common::free_port())
+}
+
+async fn connect(broker: &Broker) -> TcpStream {
+    TcpStream::connect(broker.addr()).await.unwrap()
+}
+
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the broker should close the connection")
+        .expect("read until EOF");
+    out
+}
+
+/// Parses a FATAL ErrorResponse into (SQLSTATE, message, hint).
+fn error_response(bytes: &[u8]) -> (String, String, Option<String>) {
+    assert_eq!(
+        bytes.first(),
+        Some(&b'E'),
+        "not an ErrorResponse: {bytes:?}"
+    );
+    let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+    assert_eq!(len + 1, bytes.len(), "one message, then close");
+    let mut fields = std::collections::HashMap::new();
+    for field in bytes[5..bytes.len() - 2].split(|&b| b == 0) {
+        fields.insert(field[0], String::from_utf8(field[1..].to_vec()).unwrap());
+    }
+    assert_eq!(fields[&b'S'], "FATAL");
+    assert_eq!(fields[&b'V'], "FATAL");
+    (
+        fields[&b'C'].clone(),
+        fields[&b'M'].clone(),
+        fields.get(&b'H').cloned(),
+    )
+}
+
+fn alert(description: u8) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
+
+#[tokio::test]
+async fn bytes_after_s_reach_the_backend_untouched_both_ways() {
+    let reply = noise(300_000, 7);
+    let mut backend = FakeBackend::start(b'S', reply.clone()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+
+    let mut client = connect(&broker).await;
+    client.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+
+    // The hello arrives in awkward segments, followed by a stream of bytes.
+    let mut sent = client_hello(Some("Alpha.DB.example.com"), &[b"postgresql"]);
+    sent.extend_from_slice(&noise(500_000, 3));
+    let mut offset = 0;
+    for (i, size) in [1usize, 4, 2, 50, 3].into_iter().cycle().enumerate() {
+        if offset >= sent.len() {
+            break;
+        }
+        let size = if i < 30 { size } else { 65_536 };
+        let end = (offset + size).min(sent.len());
+        client.write_all(&sent[offset..end]).await.unwrap();
+        if i < 30 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        offset = end;
+    }
+    // Half-close: the backend replies only after it has seen our EOF.
+    client.shutdown().await.unwrap();
+
+    let seen = backend.next().await;
+    assert_eq!(
+        seen.request, SSL_REQUEST,
+        "the backend gets its own SSLRequest"
+    );
+    assert!(
+        seen.after_s == sent,
+        "the backend must receive exactly what the client sent after its S"
+    );
+    let received = read_to_end(&mut client).await;
+    assert!(
+        received == reply,
+        "the client must receive exactly what the backend sent"
+    );
+
+    let routed = r#"pgsni_connections_total{outcome="routed"}"#;
+    broker.wait_for_metric(routed, 1.0, Duration::from_secs(5));
+    let upstream = r#"pgsni_forwarded_bytes_total{route="alpha.db.example.com",direction="client_to_backend"}"#;
+    broker.wait_for_metric(upstream, sent.len() as f64, Duration::from_secs(5));
+    let downstream = r#"pgsni_forwarded_bytes_total{route="alpha.db.example.com",direction="backend_to_client"}"#;
+    broker.wait_for_metric(downstream, reply.len() as f64, Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn multi_record_hello_is_routed_and_replayed_exactly() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    let hello = split_into_records(&client_hello(Some("alpha.db.example.com"), &[]), 37);
+
+    let mut client = connect(&broker).await;
+    client.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    client.read_exact(&mut answer).await.unwrap();
+    for record in hello.chunks(41) {
+        client.write_all(record).await.unwrap();
+    }
+    client.shutdown().await.unwrap();
+    let seen = backend.next().await;
+    assert_eq!(seen.after_s, hello);
+}
+
+#[tokio::test]
+async fn direct_tls_is_converted_to_an_ssl_request() {
+    let mut backend = FakeBackend::start(b'S', b"server bytes".to_vec()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    let hello = client_hello(Some("alpha.db.example.com"), &[b"postgresql"]);
+
+    let mut client = connect(&broker).await;
+    client.write_all(&hello).await.unwrap();
+    client.shutdown().await.unwrap();
+    let seen = backend.next().await;
+    assert_eq!(seen.request, SSL_REQUEST);
+    assert_eq!(seen.after_s, hello);
+    assert_eq!(read_to_end(&mut client).await, b"server bytes");
+}
+
+#[tokio::test]
+async fn direct_tls_without_postgresql_alpn_gets_no_application_protocol() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    for alpn in [&[][..], &[&b"h2"[..], b"http/1.1"][..]] {
+        let mut client = connect(&broker).await;
+        client
+            .write_all(&client_hello(Some("alpha.db.example.com"), alpn))
+            .await
+            .unwrap();
+        assert_eq!(read_to_end(&mut client).await, alert(120));
+    }
+    assert!(backend.saw_nothing());
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="no_application_protocol"}"#,
+        2.0,
+        Duration::from_secs(5),
+    );
+}
+
+#[tokio::test]
+async fn plaintext_startup_is_refused_with_28000() {
+    let broker = Broker::start("");
+    let mut startup = Vec::new();
+    let body = b"\x00\x03\x00\x00user\0alice\0database\0app\0\0";
+    startup.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    startup.extend_from_slice(body);
+
+    let mut client = connect(&broker).await;
+    client.write_all(&startup).await.unwrap();
+    let (code, message, hint) = error_response(&read_to_end(&mut client).await);
+    assert_eq!(code, "28000");
+    assert!(message.contains("only TLS"), "{message}");
+    assert!(hint.unwrap().contains("sslmode=require"));
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="plaintext_refused"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+}
+
+#[tokio::test]
+async fn data_behind_the_ssl_request_is_refused_and_never_forwarded() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    let mut packet = SSL_REQUEST.to_vec();
+    packet.extend_from_slice(&client_hello(Some("alpha.db.example.com"), &[]));
+
+    let mut client = connect(&broker).await;
+    client.write_all(&packet).await.unwrap();
+    let (code, message, _) = error_response(&read_to_end(&mut client).await);
+    assert_eq!(code, "08P01");
+    assert_eq!(message, "received unencrypted data after SSL request");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(backend.saw_nothing());
+}
+
+#[tokio::test]
+async fn gssenc_request_gets_n_then_ssl_proceeds() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    let mut client = connect(&broker).await;
+    client.write_all(&GSSENC_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    client.write_all(&SSL_REQUEST).await.unwrap();
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let hello = client_hello(Some("alpha.db.example.com"), &[]);
+    client.write_all(&hello).await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(backend.next().await.after_s, hello);
+}
+
+#[tokio::test]
+async fn garbage_gets_a_protocol_violation() {
+    let broker = Broker::start("");
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0, 0, 0, 4][..],
+        &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x99][..],
+        &[0x7f, 0xff, 0xff, 0xff][..],
+    ] {
+        let mut client = connect(&broker).await;
+        client.write_all(garbage).await.unwrap();
+        let (code, _, _) = error_response(&read_to_end(&mut client).await);
+        assert_eq!(code, "08P01", "for {garbage:?}");
+    }
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="bad_request"}"#,
+        4.0,
+        Duration::from_secs(5),
+    );
+}
+
+async fn tls_refusal(broker: &Broker, hello: &[u8]) -> Vec<u8> {
+    let mut client = connect(broker).await;
+    client.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    client.write_all(hello).await.unwrap();
+    read_to_end(&mut client).await
+}
+
+#[tokio::test]
+async fn unknown_or_missing_server_name_gets_unrecognized_name() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    let unknown = client_hello(Some("gamma.db.example.com"), &[]);
+    assert_eq!(tls_refusal(&broker, &unknown).await, alert(112));
+    let nameless = client_hello(None, &[]);
+    assert_eq!(tls_refusal(&broker, &nameless).await, alert(112));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(backend.saw_nothing(), "nothing may reach a backend");
+    let metrics = broker.metrics();
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="unknown_server_name"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="no_server_name"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        broker.log().contains("gamma.db.example.com"),
+        "the log names the server name"
+    );
+}
+
+#[tokio::test]
+async fn malformed_hello_gets_an_alert() {
+    let broker = Broker::start("");
+    let mut hello = client_hello(Some("alpha.db.example.com"), &[]);
+    hello[5] = 2; // a ServerHello where a ClientHello must be
+    let refusal = tls_refusal(&broker, &hello).await;
+    assert_eq!(&refusal[..6], &alert(0)[..6], "a fatal alert: {refusal:?}");
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="bad_client_hello"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+}
+
+#[tokio::test]
+async fn backends_are_tried_in_order() {
+    let mut refusing = FakeBackend::start(b'N', Vec::new()).await;
+    let mut good = FakeBackend::start(b'S', Vec::new()).await;
+    let routes = format!(
+        "[[route]]\nserver_name = \"alpha.db.example.com\"\nbackends = [\"{}\", \"{}\", \"{}\"]\n",
+        closed_port_address(),
+        refusing.address,
+        good.address
+    );
+    let broker = Broker::start(&routes);
+    let hello = client_hello(Some("alpha.db.example.com"), &[]);
+    let mut client = connect(&broker).await;
+    client.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    client.read_exact(&mut answer).await.unwrap();
+    client.write_all(&hello).await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(
+        refusing.next().await.after_s,
+        b"",
+        "the refusing backend gets no hello"
+    );
+    assert_eq!(good.next().await.after_s, hello);
+}
+
+#[tokio::test]
+async fn no_backend_available_gets_internal_error() {
+    let mut refusing = FakeBackend::start(b'N', Vec::new()).await;
+    let routes = format!(
+        "[[route]]\nserver_name = \"alpha.db.example.com\"\nbackends = [\"{}\", \"{}\"]\n",
+        closed_port_address(),
+        refusing.address
+    );
+    let broker = Broker::start(&routes);
+    let hello = client_hello(Some("alpha.db.example.com"), &[]);
+    assert_eq!(tls_refusal(&broker, &hello).await, alert(80));
+    refusing.next().await;
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="backend_unavailable"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+}
+
+#[tokio::test]
+async fn silent_clients_are_closed_at_the_handshake_deadline() {
+    let broker = Broker::start_with("", &["--handshake-timeout", "1s"]);
+    let started = std::time::Instant::now();
+    let mut silent = connect(&broker).await;
+    let mut stalled = connect(&broker).await;
+    stalled.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    stalled.read_exact(&mut answer).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap(); // a hello that never completes
+    assert_eq!(read_to_end(&mut silent).await, b"");
+    assert_eq!(read_to_end(&mut stalled).await, b"");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="handshake_timeout"}"#,
+        2.0,
+        Duration::from_secs(5),
+    );
+}
