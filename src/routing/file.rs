@@ -195,7 +195,7 @@ backends = ["{1}-rw.{1}.svc.cluster.local:5432"]
     }
 
     fn error_of(text: &str) -> RoutesError {
-        parse(text).err().expect("the file should be refused")
+        parse(text).expect_err("the file should be refused")
     }
 
     #[test]
