@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Runtime worker threads; 0 means one per CPU. On a machine shared with
+    /// the database itself, fewer workers can mean fewer wake-ups.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 /// How log lines are written.
@@ -106,7 +111,11 @@ pub fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Serve(args) => {
             init_tracing(args.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if args.worker_threads > 0 {
+                builder.worker_threads(args.worker_threads);
+            }
+            let runtime = builder
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts on any supported platform");
