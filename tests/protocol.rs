@@ -460,3 +460,31 @@ async fn silent_clients_are_closed_at_the_handshake_deadline() {
         Duration::from_secs(5),
     );
 }
+
+#[tokio::test]
+async fn nameless_hellos_go_to_the_default_route() {
+    let mut named = FakeBackend::start(b'S', Vec::new()).await;
+    let mut fallback = FakeBackend::start(b'S', Vec::new()).await;
+    let routes = format!(
+        "[[route]]\nserver_name = \"alpha.db.example.com\"\nbackends = [\"{}\"]\n\n\
+         [[route]]\nserver_name = \"legacy.db.example.com\"\nbackends = [\"{}\"]\ndefault = true\n",
+        named.address, fallback.address
+    );
+    let broker = Broker::start(&routes);
+    for (hello, backend) in [
+        (client_hello(None, &[]), &mut fallback),
+        (client_hello(Some("alpha.db.example.com"), &[]), &mut named),
+    ] {
+        let mut client = connect(&broker).await;
+        client.write_all(&SSL_REQUEST).await.unwrap();
+        let mut answer = [0u8; 1];
+        client.read_exact(&mut answer).await.unwrap();
+        client.write_all(&hello).await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(backend.next().await.after_s, hello);
+    }
+    // An unknown name is still refused: the default is only for no name.
+    let unknown = client_hello(Some("gamma.db.example.com"), &[]);
+    assert_eq!(tls_refusal(&broker, &unknown).await, alert(112));
+    assert!(fallback.saw_nothing() && named.saw_nothing());
+}

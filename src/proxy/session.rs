@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::{backend, forward, Context, Outcome};
 use crate::metrics::HANDSHAKE_SECONDS;
+use crate::routing::Resolved;
 use crate::tls::alert::{fatal_alert, AlertDescription};
 use crate::tls::client_hello::{read_client_hello, MAX_CLIENT_HELLO_BYTES};
 use crate::tls::server_name::HostName;
@@ -157,15 +158,11 @@ async fn start_up(
     let name = read_hello(client, &mut buf, negotiation).await?;
 
     *phase = Phase::Route;
-    let routes = context.routes.load();
-    let Some(resolved) = routes.lookup(&name) else {
-        info!(server_name = %name, "unknown server name");
-        return Err(Exit::new(
-            Outcome::UnknownServerName,
-            Reply::Alert(AlertDescription::UnrecognizedName),
-        ));
+    let resolved = route(context, name.as_ref())?;
+    let name = match &name {
+        Some(name) => name.as_str(),
+        None => "(none)",
     };
-    drop(routes);
 
     *phase = Phase::ConnectBackend;
     let Some((mut backend, address)) =
@@ -192,6 +189,28 @@ async fn start_up(
         route: resolved.route,
         replayed: buf.len(),
     })
+}
+
+/// Finds the route for `name`, or for a hello without a name the default
+/// route, if the table has one.
+fn route(context: &Context, name: Option<&HostName>) -> Result<Resolved, Exit> {
+    let routes = context.routes.load();
+    match name {
+        Some(name) => routes.lookup(name).ok_or_else(|| {
+            info!(server_name = %name, "unknown server name");
+            Exit::new(
+                Outcome::UnknownServerName,
+                Reply::Alert(AlertDescription::UnrecognizedName),
+            )
+        }),
+        None => routes.lookup_default().ok_or_else(|| {
+            info!("ClientHello without a server name, and no default route");
+            Exit::new(
+                Outcome::NoServerName,
+                Reply::Alert(AlertDescription::UnrecognizedName),
+            )
+        }),
+    }
 }
 
 /// Reads plaintext packets until the client starts TLS. On return, `buf`
@@ -255,12 +274,13 @@ async fn negotiate(client: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Negotiat
 }
 
 /// Reads until `buf` holds a complete ClientHello and returns its validated
-/// server name. `buf` keeps every byte read, to be replayed to the backend.
+/// server name, or `None` when it carries none. `buf` keeps every byte read,
+/// to be replayed to the backend.
 async fn read_hello(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
     negotiation: Negotiation,
-) -> Result<HostName, Exit> {
+) -> Result<Option<HostName>, Exit> {
     // Only hellos split across records need this; it stays empty otherwise.
     let mut scratch = Vec::new();
     loop {
@@ -286,13 +306,9 @@ async fn read_hello(
             ));
         }
         let Some(raw) = hello.server_name() else {
-            info!("ClientHello without a server name");
-            return Err(Exit::new(
-                Outcome::NoServerName,
-                Reply::Alert(AlertDescription::UnrecognizedName),
-            ));
+            return Ok(None);
         };
-        return HostName::parse(raw).map_err(|error| {
+        return HostName::parse(raw).map(Some).map_err(|error| {
             info!(server_name = %raw.escape_ascii(), %error, "invalid server name");
             Exit::new(
                 Outcome::InvalidServerName,

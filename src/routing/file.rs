@@ -8,6 +8,11 @@
 //! [[route]]
 //! server_name = "*.data-1.use1.example.com"   # '*' matches one leftmost label
 //! backends = ["{1}-rw.{1}.svc.cluster.local:5432"]
+//!
+//! [[route]]
+//! server_name = "legacy.db.example.com"
+//! backends = ["10.0.9.1:5432"]
+//! default = true                              # hellos without SNI land here
 //! ```
 //!
 //! Every error carries the line it was found on, so that an operator can fix
@@ -39,6 +44,9 @@ struct RoutesFile {
 struct RouteEntry {
     server_name: Spanned<String>,
     backends: Spanned<Vec<Spanned<String>>>,
+    /// The route for hellos without a server name; at most one.
+    #[serde(default)]
+    default: Option<Spanned<bool>>,
 }
 
 /// A routes file that does not describe a valid table.
@@ -154,7 +162,13 @@ pub fn parse(text: &str) -> Result<RouteTable, RoutesError> {
                     .map_err(|e| at(b.span(), e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let route = Route::new(pattern, backends).map_err(|e| at(backends_span, e.to_string()))?;
+        let mut route =
+            Route::new(pattern, backends).map_err(|e| at(backends_span, e.to_string()))?;
+        if let Some(default) = entry.default.filter(|d| *d.get_ref()) {
+            route = route
+                .into_default()
+                .map_err(|e| at(default.span(), e.to_string()))?;
+        }
         routes.push(route);
         spans.push(entry_span);
     }
@@ -222,6 +236,20 @@ backends = ["{1}-rw.{1}.svc.cluster.local:5432"]
         assert!(error_of("[[route]]\nserver_name = \"a.b\"\n")
             .reason
             .contains("backends"));
+    }
+
+    #[test]
+    fn default_route() {
+        let table =
+            parse("[[route]]\nserver_name = \"a.b\"\nbackends = [\"1.2.3.4:5\"]\ndefault = true\n")
+                .unwrap();
+        assert!(table.lookup_default().is_some());
+        let error = error_of(
+            "[[route]]\nserver_name = \"a.b\"\nbackends = [\"1.2.3.4:5\"]\ndefault = true\n\
+             [[route]]\nserver_name = \"c.d\"\nbackends = [\"1.2.3.4:6\"]\ndefault = true\n",
+        );
+        assert_eq!(error.line, Some(5), "{error}");
+        assert!(error.reason.contains("default"), "{error}");
     }
 
     #[test]

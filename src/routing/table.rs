@@ -58,6 +58,13 @@ pub enum RouteError {
     /// Two routes with the same pattern.
     #[error("server_name {0:?} appears in more than one route")]
     Duplicate(String),
+    /// More than one route is marked `default`.
+    #[error("route {0:?} is a second default route; at most one may be")]
+    SecondDefault(String),
+    /// A default route's backends use `{1}`, which a hello without a name
+    /// cannot fill.
+    #[error("default route {0:?} cannot use {{1}} in its backends")]
+    DefaultWithPlaceholder(String),
 }
 
 impl Pattern {
@@ -103,6 +110,11 @@ pub struct BackendTemplate {
 }
 
 impl BackendTemplate {
+    /// Whether the address has a `{1}` placeholder.
+    pub fn has_placeholder(&self) -> bool {
+        self.segments.contains(&Segment::Captured)
+    }
+
     /// Parses `host:port` (host a DNS name, an IPv4 address or a bracketed
     /// IPv6 address), where `{1}` may stand for the captured label when
     /// `allow_capture` is set (wildcard routes).
@@ -189,6 +201,8 @@ pub struct Route {
     /// The pattern as shown in logs and in the `route` metric label.
     label: Arc<str>,
     backends: Vec<BackendTemplate>,
+    /// Whether hellos without a server name are sent here.
+    default: bool,
 }
 
 impl Route {
@@ -201,12 +215,35 @@ impl Route {
             label: pattern.to_string().into(),
             pattern,
             backends,
+            default: false,
         })
+    }
+
+    /// Marks this route as the one for hellos that carry no server name
+    /// (libpq before 14, IP-literal hosts, some drivers).
+    pub fn into_default(mut self) -> Result<Self, RouteError> {
+        if self.backends.iter().any(BackendTemplate::has_placeholder) {
+            return Err(RouteError::DefaultWithPlaceholder(self.label.to_string()));
+        }
+        self.default = true;
+        Ok(self)
     }
 
     /// The pattern this route matches.
     pub fn pattern(&self) -> &Pattern {
         &self.pattern
+    }
+
+    /// Whether this is the route for hellos without a server name.
+    pub fn is_default(&self) -> bool {
+        self.default
+    }
+
+    fn resolve(&self, label: &str) -> Resolved {
+        Resolved {
+            route: self.label.clone(),
+            backends: self.backends.iter().map(|b| b.expand(label)).collect(),
+        }
     }
 }
 
@@ -225,6 +262,8 @@ pub struct RouteTable {
     routes: Vec<Route>,
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
+    /// The route for hellos without a server name, if any.
+    default: Option<usize>,
 }
 
 impl RouteTable {
@@ -232,7 +271,11 @@ impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Result<Self, (usize, RouteError)> {
         let mut exact = HashMap::with_capacity(routes.len());
         let mut wildcard = HashMap::new();
+        let mut default = None;
         for (index, route) in routes.iter().enumerate() {
+            if route.default && default.replace(index).is_some() {
+                return Err((index, RouteError::SecondDefault(route.label.to_string())));
+            }
             let (map, key) = match &route.pattern {
                 Pattern::Exact(name) => (&mut exact, name),
                 Pattern::Wildcard { suffix } => (&mut wildcard, suffix),
@@ -245,6 +288,7 @@ impl RouteTable {
             routes,
             exact,
             wildcard,
+            default,
         })
     }
 
@@ -267,20 +311,17 @@ impl RouteTable {
     /// wildcard matches exactly one leftmost label.
     pub fn lookup(&self, name: &HostName) -> Option<Resolved> {
         if let Some(&index) = self.exact.get(name.as_str()) {
-            let route = &self.routes[index];
-            return Some(Resolved {
-                route: route.label.clone(),
-                backends: route.backends.iter().map(|b| b.expand("")).collect(), // no {1} in exact routes
-            });
+            // Exact routes have no {1}, so there is no label to pass.
+            return Some(self.routes[index].resolve(""));
         }
-        let parent = name.parent()?;
-        let &index = self.wildcard.get(parent)?;
-        let route = &self.routes[index];
-        let label = name.first_label();
-        Some(Resolved {
-            route: route.label.clone(),
-            backends: route.backends.iter().map(|b| b.expand(label)).collect(),
-        })
+        let &index = self.wildcard.get(name.parent()?)?;
+        Some(self.routes[index].resolve(name.first_label()))
+    }
+
+    /// The route for a hello that carries no server name, if one is marked
+    /// `default`.
+    pub fn lookup_default(&self) -> Option<Resolved> {
+        self.default.map(|index| self.routes[index].resolve(""))
     }
 }
 
@@ -358,6 +399,40 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.0, 1);
         assert!(matches!(error.1, RouteError::Duplicate(_)));
+    }
+
+    #[test]
+    fn at_most_one_default_without_placeholders() {
+        let table = RouteTable::new(vec![
+            route("a.example.com", &["127.0.0.1:1"]),
+            route("b.example.com", &["127.0.0.1:2"])
+                .into_default()
+                .unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(table.lookup_default().unwrap().backends, ["127.0.0.1:2"]);
+        assert!(self::table().lookup_default().is_none());
+
+        let error = RouteTable::new(vec![
+            route("a.example.com", &["127.0.0.1:1"])
+                .into_default()
+                .unwrap(),
+            route("b.example.com", &["127.0.0.1:2"])
+                .into_default()
+                .unwrap(),
+        ])
+        .unwrap_err();
+        assert_eq!(error.0, 1);
+        assert!(matches!(error.1, RouteError::SecondDefault(_)));
+
+        let templated = route("*.example.com", &["{1}.svc:5432"]).into_default();
+        assert!(matches!(
+            templated,
+            Err(RouteError::DefaultWithPlaceholder(_))
+        ));
+        assert!(route("*.example.com", &["fixed.svc:5432"])
+            .into_default()
+            .is_ok());
     }
 
     #[test]
