@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
+use crate::proxy::cancel::CancelRegistry;
 use crate::proxy::{listener, Context, Timeouts};
 use crate::routing::{self, watcher};
 
@@ -62,6 +63,11 @@ pub struct ServeArgs {
     /// How often the routes file is re-read even without a change event.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub reload_interval: Duration,
+
+    /// The most backends one plaintext CancelRequest is forwarded to: those
+    /// the sending address has live sessions with.
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::cancel::DEFAULT_MAX_TARGETS)]
+    pub cancel_max_targets: usize,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -185,6 +191,7 @@ pub async fn serve(
             handshake: args.handshake_timeout,
             connect: args.connect_timeout,
         },
+        cancels: Arc::new(CancelRegistry::new(args.cancel_max_targets)),
     });
     for addr in &args.listen {
         let socket = listener::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;

@@ -338,3 +338,93 @@ fn pgbench_through_the_broker_has_no_failed_transactions() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits until `cluster` runs a query containing `needle`; returns its pid.
+fn wait_for_running_query(cluster: &PgCluster, needle: &str) -> i32 {
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{needle}%' \
+         AND pid <> pg_backend_pid()"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(pid) = cluster.psql_local(&sql).parse() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{needle} never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn psql_ctrl_c_cancels_through_the_broker() {
+    let tenants = Tenants::start();
+    let broker = Broker::start(&tenants.routes());
+    let mut sleeper = Command::new("psql")
+        .args(["-X", "-c", "SELECT pg_sleep(30)", "-d"])
+        .arg(tenants.conninfo(ALPHA, &broker, "verify-full"))
+        .env("PGPASSWORD", common::PG_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backend_pid = wait_for_running_query(&tenants.alpha, "pg_sleep(30)");
+
+    // A cancel from an address with no session through pgsni reaches nothing,
+    // even with the right pid.
+    let before = tenants.connections_received();
+    let stranger =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stranger
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    stranger.connect(&broker.addr().into()).unwrap();
+    let mut stranger: std::net::TcpStream = stranger.into();
+    let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    cancel.extend_from_slice(&backend_pid.to_be_bytes());
+    cancel.extend_from_slice(&[0, 0, 0, 0]);
+    std::io::Write::write_all(&mut stranger, &cancel).unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stranger, &mut rest).unwrap();
+    assert!(rest.is_empty(), "a CancelRequest gets no answer");
+    broker.wait_for_metric(
+        r#"pgsni_cancel_requests_total{result="no_session"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        tenants.connections_received(),
+        before,
+        "no backend was contacted"
+    );
+
+    // psql's Ctrl-C: a plaintext CancelRequest without a server name.
+    let interrupted = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &sleeper.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = sleeper.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(5),
+            "psql still running after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = interrupted.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut sleeper.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exit.success());
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(1), "cancel took {took:?}");
+    assert_eq!(
+        broker.metric(r#"pgsni_cancel_requests_total{result="forwarded"}"#),
+        1.0
+    );
+}

@@ -24,6 +24,8 @@ pub const HANDSHAKE_SECONDS: &str = "pgsni_handshake_seconds";
 pub const ROUTES_RELOAD_TOTAL: &str = "pgsni_routes_reload_total";
 /// Routes in the table in force.
 pub const ROUTES: &str = "pgsni_routes";
+/// Plaintext CancelRequests by how they were handled (label `result`).
+pub const CANCEL_REQUESTS_TOTAL: &str = "pgsni_cancel_requests_total";
 /// Errors from `accept(2)` by kind (label `kind`).
 pub const ACCEPT_ERRORS_TOTAL: &str = "pgsni_accept_errors_total";
 
@@ -92,5 +94,9 @@ fn describe() {
         "Routing-table reloads by result (ok, unchanged, error)"
     );
     describe_gauge!(ROUTES, "Routes in the routing table in force");
+    describe_counter!(
+        CANCEL_REQUESTS_TOTAL,
+        "Plaintext CancelRequests by result (forwarded, no_session, rate_limited, failed)"
+    );
     describe_counter!(ACCEPT_ERRORS_TOTAL, "Errors from accept(2), by kind");
 }

@@ -4,16 +4,20 @@
 //! - [`session`]: one connection's state machine: negotiate, read the
 //!   ClientHello, route, connect the backend, forward.
 //! - [`backend`]: connecting to a tenant and doing its SSLRequest exchange.
+//! - [`cancel`]: forwarding plaintext CancelRequests by client address.
 //! - [`forward`]: copying the encrypted bytes in both directions.
 //! - [`outcome`]: why a connection ended its start-up, for metrics and logs.
 
 pub mod backend;
+pub mod cancel;
 pub mod forward;
 pub mod listener;
 pub mod outcome;
 pub mod session;
 
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use crate::routing::SharedTable;
 
@@ -51,4 +55,6 @@ pub struct Context {
     pub routes: SharedTable,
     /// Start-up bounds.
     pub timeouts: Timeouts,
+    /// Live sessions by client address, for plaintext CancelRequests.
+    pub cancels: Arc<cancel::CancelRegistry>,
 }

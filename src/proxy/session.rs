@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::cancel::Registration;
 use super::{backend, forward, Context, Outcome};
 use crate::metrics::HANDSHAKE_SECONDS;
 use crate::routing::Resolved;
@@ -91,6 +92,8 @@ struct Routed {
     route: Arc<str>,
     /// Client bytes already written to the backend (the ClientHello).
     replayed: usize,
+    /// This session's entry in the cancel registry.
+    registration: Registration,
 }
 
 /// How the client began TLS.
@@ -111,12 +114,16 @@ pub async fn run(mut client: TcpStream, peer: SocketAddr, context: Arc<Context>)
     }
     let mut phase = Phase::Negotiate;
     let deadline = accepted + context.timeouts.handshake;
-    let started = tokio::time::timeout_at(deadline, start_up(&mut client, &context, &mut phase));
+    let started =
+        tokio::time::timeout_at(deadline, start_up(&mut client, peer, &context, &mut phase));
     let exit = match started.await {
         Ok(Ok(routed)) => {
             Outcome::Routed.record();
             ::metrics::histogram!(HANDSHAKE_SECONDS).record(accepted.elapsed().as_secs_f64());
             let route = routed.route;
+            // Kept for the life of the session: it lets this client's
+            // plaintext cancels find the backend.
+            let _cancel_target = routed.registration;
             match forward::forward(client, routed.backend, &route, routed.replayed as u64).await {
                 Ok(totals) => debug!(%route, ?totals, "session ended"),
                 Err(error) => debug!(%route, %error, "session ended with an error"),
@@ -147,12 +154,13 @@ pub async fn run(mut client: TcpStream, peer: SocketAddr, context: Arc<Context>)
 /// The state machine: negotiate, read the hello, route, connect the backend.
 async fn start_up(
     client: &mut TcpStream,
+    peer: SocketAddr,
     context: &Context,
     phase: &mut Phase,
 ) -> Result<Routed, Exit> {
     // One buffer for the whole start-up, bounded by the larger of the two caps.
     let mut buf = Vec::with_capacity(1024);
-    let negotiation = negotiate(client, &mut buf).await?;
+    let negotiation = negotiate(client, peer, context, &mut buf).await?;
 
     *phase = Phase::ReadHello;
     let name = read_hello(client, &mut buf, negotiation).await?;
@@ -184,7 +192,15 @@ async fn start_up(
         ));
     }
     debug!(server_name = %name, route = %resolved.route, backend = %address, ?negotiation, "routed");
+    let backend_addr = backend.peer_addr().map_err(|error| {
+        warn!(server_name = %name, backend = %address, %error, "backend connection lost");
+        Exit::new(
+            Outcome::BackendUnavailable,
+            Reply::Alert(AlertDescription::InternalError),
+        )
+    })?;
     Ok(Routed {
+        registration: context.cancels.register(peer.ip(), backend_addr),
         backend,
         route: resolved.route,
         replayed: buf.len(),
@@ -215,7 +231,12 @@ fn route(context: &Context, name: Option<&HostName>) -> Result<Resolved, Exit> {
 
 /// Reads plaintext packets until the client starts TLS. On return, `buf`
 /// holds only bytes of the TLS stream.
-async fn negotiate(client: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Negotiation, Exit> {
+async fn negotiate(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    context: &Context,
+    buf: &mut Vec<u8>,
+) -> Result<Negotiation, Exit> {
     let mut answered_gssenc = false;
     loop {
         let (packet, len) = match classify(buf) {
@@ -266,7 +287,12 @@ async fn negotiate(client: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Negotiat
                 ));
             }
             StartupPacket::CancelRequest { .. } => {
-                debug!("plaintext CancelRequest: no session to cancel through this listener");
+                // As Postgres does: no answer, the connection just closes.
+                let request = buf.get(..len).unwrap_or_default();
+                context
+                    .cancels
+                    .forward(peer.ip(), request, context.timeouts.connect)
+                    .await;
                 return Err(Exit::silent(Outcome::CancelRequest));
             }
         }

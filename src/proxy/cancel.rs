@@ -1,0 +1,245 @@
+//! Carrying plaintext CancelRequests to the backends that can honour them.
+//!
+//! psql's Ctrl-C and `PQcancel` open a new, unencrypted connection that
+//! carries only a backend pid and secret key: no TLS, so no server name to
+//! route by. pgsni therefore remembers, per client IP address, which backends
+//! that address has live sessions with, and forwards the 16-byte request
+//! unchanged to each of them (at most a handful). Postgres ignores a key that
+//! does not match, so a cancel can only ever stop a query of the sender's own
+//! sessions; the per-address rate limit keeps one address from using pgsni
+//! to knock on many backends.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::metrics::CANCEL_REQUESTS_TOTAL;
+
+/// Default for the most backends one CancelRequest is forwarded to.
+pub const DEFAULT_MAX_TARGETS: usize = 4;
+/// Cancels an address may send per second, on average.
+const CANCELS_PER_SECOND: f64 = 5.0;
+/// Cancels an address may send in a burst.
+const CANCEL_BURST: f64 = 20.0;
+
+/// How a plaintext CancelRequest was handled (the `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    /// Forwarded to at least one backend.
+    Forwarded,
+    /// The address has no live session: nothing was forwarded.
+    NoSession,
+    /// The address sent too many cancels: nothing was forwarded.
+    RateLimited,
+    /// No backend could be reached.
+    Failed,
+}
+
+impl CancelResult {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::NoSession => "no_session",
+            Self::RateLimited => "rate_limited",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What pgsni knows about one client address.
+#[derive(Debug)]
+struct AddressState {
+    /// Live sessions per backend socket address.
+    backends: HashMap<SocketAddr, usize>,
+    /// Token bucket for cancels from this address.
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// Live sessions by client address; shared by every session.
+#[derive(Debug)]
+pub struct CancelRegistry {
+    addresses: DashMap<IpAddr, AddressState>,
+    max_targets: usize,
+}
+
+impl CancelRegistry {
+    /// An empty registry that forwards each cancel to at most `max_targets`
+    /// backends.
+    pub fn new(max_targets: usize) -> Self {
+        Self {
+            addresses: DashMap::new(),
+            max_targets,
+        }
+    }
+
+    /// Records a live session from `client` to `backend`; the session is
+    /// forgotten when the returned guard is dropped.
+    pub fn register(self: &Arc<Self>, client: IpAddr, backend: SocketAddr) -> Registration {
+        let mut state = self
+            .addresses
+            .entry(client)
+            .or_insert_with(|| AddressState {
+                backends: HashMap::new(),
+                tokens: CANCEL_BURST,
+                refilled: Instant::now(),
+            });
+        *state.backends.entry(backend).or_default() += 1;
+        Registration {
+            registry: self.clone(),
+            client,
+            backend,
+        }
+    }
+
+    /// The backends `client` has live sessions with, if its rate allows one
+    /// more cancel now.
+    fn targets(&self, client: IpAddr) -> Result<Vec<SocketAddr>, CancelResult> {
+        let Some(mut state) = self.addresses.get_mut(&client) else {
+            return Err(CancelResult::NoSession);
+        };
+        let now = Instant::now();
+        let elapsed = now.duration_since(state.refilled).as_secs_f64();
+        state.tokens = (state.tokens + elapsed * CANCELS_PER_SECOND).min(CANCEL_BURST);
+        state.refilled = now;
+        if state.tokens < 1.0 {
+            return Err(CancelResult::RateLimited);
+        }
+        state.tokens -= 1.0;
+        Ok(state
+            .backends
+            .keys()
+            .take(self.max_targets)
+            .copied()
+            .collect())
+    }
+
+    /// Forwards `request` (a complete CancelRequest packet) from `client` to
+    /// the backends it has sessions with, each attempt bounded by `timeout`.
+    pub async fn forward(&self, client: IpAddr, request: &[u8], timeout: Duration) -> CancelResult {
+        let result = match self.targets(client) {
+            Err(result) => result,
+            Ok(targets) => {
+                let mut delivered = 0;
+                for target in targets {
+                    let attempt = tokio::time::timeout(timeout, async {
+                        let mut stream = TcpStream::connect(target).await?;
+                        stream.write_all(request).await?;
+                        stream.shutdown().await
+                    });
+                    match attempt.await {
+                        Ok(Ok(())) => delivered += 1,
+                        Ok(Err(error)) => debug!(%target, %error, "cancel not delivered"),
+                        Err(_) => debug!(%target, "cancel not delivered in time"),
+                    }
+                }
+                if delivered > 0 {
+                    CancelResult::Forwarded
+                } else {
+                    CancelResult::Failed
+                }
+            }
+        };
+        ::metrics::counter!(CANCEL_REQUESTS_TOTAL, "result" => result.as_str()).increment(1);
+        debug!(result = result.as_str(), "plaintext CancelRequest");
+        result
+    }
+
+    fn unregister(&self, client: IpAddr, backend: SocketAddr) {
+        // Remove the address entirely once its last session ends, so that
+        // memory follows live sessions, not every address ever seen.
+        self.addresses.remove_if_mut(&client, |_, state| {
+            if let Some(count) = state.backends.get_mut(&backend) {
+                *count -= 1;
+                if *count == 0 {
+                    state.backends.remove(&backend);
+                }
+            }
+            state.backends.is_empty()
+        });
+    }
+
+    /// The number of client addresses with live sessions.
+    pub fn addresses(&self) -> usize {
+        self.addresses.len()
+    }
+}
+
+/// A live session in the registry; dropping it forgets the session.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<CancelRegistry>,
+    client: IpAddr,
+    backend: SocketAddr,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.unregister(self.client, self.backend);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const CANCEL: [u8; 16] = [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 42, 1, 2, 3, 4];
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[tokio::test]
+    async fn forwards_to_the_backends_of_the_same_address_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = listener.local_addr().unwrap();
+        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
+        let session = registry.register(ip(1), backend);
+
+        let timeout = Duration::from_secs(2);
+        assert_eq!(
+            registry.forward(ip(2), &CANCEL, timeout).await,
+            CancelResult::NoSession
+        );
+        assert_eq!(
+            registry.forward(ip(1), &CANCEL, timeout).await,
+            CancelResult::Forwarded
+        );
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, CANCEL, "forwarded unchanged");
+
+        drop(session);
+        assert_eq!(registry.addresses(), 0, "forgotten with its last session");
+        assert_eq!(
+            registry.forward(ip(1), &CANCEL, timeout).await,
+            CancelResult::NoSession
+        );
+    }
+
+    #[tokio::test]
+    async fn at_most_max_targets_and_rate_limited() {
+        let registry = Arc::new(CancelRegistry::new(2));
+        let mut sessions = Vec::new();
+        for port in 1..=5 {
+            sessions.push(registry.register(ip(1), SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        assert_eq!(registry.targets(ip(1)).unwrap().len(), 2);
+        let mut limited = false;
+        for _ in 0..(CANCEL_BURST as usize + 1) {
+            limited |= registry.targets(ip(1)) == Err(CancelResult::RateLimited);
+        }
+        assert!(limited, "a burst beyond the bucket is refused");
+    }
+}
