@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
 use crate::proxy::cancel::CancelRegistry;
-use crate::proxy::{listener, Context, Timeouts};
+use crate::proxy::{listener, Context, ProxyProtocol, Timeouts};
 use crate::routing::{self, watcher};
 
 /// pgsni: a PostgreSQL edge listener that routes TLS sessions by server name
@@ -40,9 +40,16 @@ pub enum Command {
 /// Options of `pgsni serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to accept Postgres clients on; repeat for several (IPv6 too, e.g. [::]:5432).
-    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5432")]
-    pub listen: Vec<SocketAddr>,
+    /// Address to accept Postgres clients on; repeat for several (IPv6 too,
+    /// e.g. [::]:5432). `ADDR,proxy-protocol=MODE` overrides --proxy-protocol
+    /// for that listener.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5432", value_parser = parse_listen)]
+    pub listen: Vec<ListenSpec>,
+
+    /// Whether listeners expect a PROXY protocol header (v1 or v2) from a load
+    /// balancer: off, optional, or required.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ProxyProtocol::Off)]
+    pub proxy_protocol: ProxyProtocol,
 
     /// The routes file (TOML); re-read when it changes and on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -86,6 +93,40 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// One `--listen` value: an address and, optionally, its own PROXY mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// This listener's PROXY protocol mode, if set apart from the default.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// Parses `ADDR` or `ADDR,proxy-protocol=MODE`.
+pub fn parse_listen(text: &str) -> Result<ListenSpec, String> {
+    let (addr, option) = match text.split_once(',') {
+        Some((addr, option)) => (addr, Some(option)),
+        None => (text, None),
+    };
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("invalid listen address {addr:?}: {e}"))?;
+    let proxy_protocol = option
+        .map(|option| {
+            let mode = option
+                .strip_prefix("proxy-protocol=")
+                .ok_or_else(|| format!("unknown listener option {option:?}"))?;
+            ProxyProtocol::from_str(mode, true).map_err(|_| {
+                format!("proxy-protocol must be off, optional or required, not {mode:?}")
+            })
+        })
+        .transpose()?;
+    Ok(ListenSpec {
+        addr,
+        proxy_protocol,
+    })
 }
 
 /// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
@@ -185,18 +226,24 @@ pub async fn serve(
     let reloader = watcher::Reloader::new(args.routes.clone(), table.clone(), bytes);
     tasks.spawn(watcher::watch(reloader, args.reload_interval));
 
-    let context = Arc::new(Context {
+    let context = Context {
         routes: table,
         timeouts: Timeouts {
             handshake: args.handshake_timeout,
             connect: args.connect_timeout,
         },
         cancels: Arc::new(CancelRegistry::new(args.cancel_max_targets)),
-    });
-    for addr in &args.listen {
-        let socket = listener::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-        info!(addr = %socket.local_addr()?, "accepting Postgres clients");
-        tasks.spawn(listener::serve(socket, context.clone()));
+        proxy_protocol: args.proxy_protocol,
+    };
+    for spec in &args.listen {
+        let socket =
+            listener::bind(spec.addr).with_context(|| format!("cannot listen on {}", spec.addr))?;
+        let context = Context {
+            proxy_protocol: spec.proxy_protocol.unwrap_or(args.proxy_protocol),
+            ..context.clone()
+        };
+        info!(addr = %socket.local_addr()?, proxy_protocol = ?context.proxy_protocol, "accepting Postgres clients");
+        tasks.spawn(listener::serve(socket, Arc::new(context)));
     }
 
     shutdown.await;
@@ -235,6 +282,26 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn listen_specs() {
+        assert_eq!(
+            parse_listen("127.0.0.1:5432"),
+            Ok(ListenSpec {
+                addr: "127.0.0.1:5432".parse().unwrap(),
+                proxy_protocol: None
+            })
+        );
+        assert_eq!(
+            parse_listen("[::]:5433,proxy-protocol=required")
+                .unwrap()
+                .proxy_protocol,
+            Some(ProxyProtocol::Required)
+        );
+        assert!(parse_listen("[::]:5433,proxy-protocol=maybe").is_err());
+        assert!(parse_listen("[::]:5433,other=1").is_err());
+        assert!(parse_listen("localhost:5432").is_err());
     }
 
     #[test]

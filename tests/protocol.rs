@@ -62,6 +62,8 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// What a scripted backend saw on one connection.
 #[derive(Debug)]
 struct Seen {
+    /// A PROXY v2 header, when the backend expects one.
+    proxy: Vec<u8>,
     /// The first 8 bytes: must be the SSLRequest.
     request: Vec<u8>,
     /// Everything after the `S` until the client's EOF.
@@ -77,6 +79,12 @@ struct FakeBackend {
 
 impl FakeBackend {
     async fn start(answer: u8, reply: Vec<u8>) -> FakeBackend {
+        Self::start_with(answer, reply, false).await
+    }
+
+    /// Like [`FakeBackend::start`], reading a PROXY v2 header first when
+    /// `proxy_protocol` is set.
+    async fn start_with(answer: u8, reply: Vec<u8>, proxy_protocol: bool) -> FakeBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (tx, seen) = mpsc::unbounded_channel();
@@ -86,6 +94,16 @@ impl FakeBackend {
                 let tx = tx.clone();
                 let reply = reply.clone();
                 tokio::spawn(async move {
+                    let mut proxy = Vec::new();
+                    if proxy_protocol {
+                        proxy.resize(16, 0);
+                        if stream.read_exact(&mut proxy).await.is_err() {
+                            return;
+                        }
+                        let len = u16::from_be_bytes([proxy[14], proxy[15]]) as usize;
+                        proxy.resize(16 + len, 0);
+                        stream.read_exact(&mut proxy[16..]).await.unwrap();
+                    }
                     let mut request = vec![0u8; 8];
                     if stream.read_exact(&mut request).await.is_err() {
                         return;
@@ -97,7 +115,11 @@ impl FakeBackend {
                         // Only now, after the client's half-close, reply.
                         let _ = stream.write_all(&reply).await;
                     }
-                    let _ = tx.send(Seen { request, after_s });
+                    let _ = tx.send(Seen {
+                        proxy,
+                        request,
+                        after_s,
+                    });
                 });
             }
         });
@@ -487,4 +509,128 @@ async fn nameless_hellos_go_to_the_default_route() {
     let unknown = client_hello(Some("gamma.db.example.com"), &[]);
     assert_eq!(tls_refusal(&broker, &unknown).await, alert(112));
     assert!(fallback.saw_nothing() && named.saw_nothing());
+}
+
+/// A PROXY v2 header for a TCP/IPv4 connection from `source`.
+fn proxy_v2(source: [u8; 4], port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[127, 0, 0, 1]);
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&5432u16.to_be_bytes());
+    header
+}
+
+// Multi-threaded: the blocking metric polls must not starve the fake backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_carries_the_client_address_to_backends_and_cancels() {
+    let mut backend = FakeBackend::start_with(b'S', Vec::new(), true).await;
+    let routes = format!(
+        "[[route]]\nserver_name = \"alpha.db.example.com\"\nbackends = [\"{}\"]\nproxy_protocol = \"v2\"\n",
+        backend.address
+    );
+    let broker = Broker::start_with(&routes, &["--proxy-protocol", "required"]);
+
+    // A session from 203.0.113.7, as the load balancer says.
+    let mut session = connect(&broker).await;
+    let mut opening = proxy_v2([203, 0, 113, 7], 41000);
+    opening.extend_from_slice(&SSL_REQUEST);
+    session.write_all(&opening).await.unwrap();
+    let mut answer = [0u8; 1];
+    session.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let hello = client_hello(Some("alpha.db.example.com"), &[]);
+    session.write_all(&hello).await.unwrap();
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="routed"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+
+    // A plaintext cancel from the same client address reaches the backend,
+    // with a header of its own; from another address it reaches nothing.
+    let cancel = [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 42, 1, 2, 3, 4];
+    for (source, expected) in [
+        ([198, 51, 100, 9], "no_session"),
+        ([203, 0, 113, 7], "forwarded"),
+    ] {
+        let mut canceller = connect(&broker).await;
+        let mut packet = proxy_v2(source, 41001);
+        packet.extend_from_slice(&cancel);
+        canceller.write_all(&packet).await.unwrap();
+        assert_eq!(read_to_end(&mut canceller).await, b"");
+        broker.wait_for_metric(
+            &format!(r#"pgsni_cancel_requests_total{{result="{expected}"}}"#),
+            1.0,
+            Duration::from_secs(5),
+        );
+    }
+    let cancelled = backend.next().await;
+    assert_eq!(
+        &cancelled.proxy[16..20],
+        &[203, 0, 113, 7],
+        "the cancel carries the client address"
+    );
+    assert_eq!(cancelled.request, cancel[..8]);
+
+    session.shutdown().await.unwrap();
+    let seen = backend.next().await;
+    assert_eq!(&seen.proxy[16..20], &[203, 0, 113, 7]);
+    assert_eq!(u16::from_be_bytes([seen.proxy[24], seen.proxy[25]]), 41000);
+    assert_eq!(seen.request, SSL_REQUEST);
+    assert_eq!(seen.after_s, hello);
+}
+
+#[tokio::test]
+async fn proxy_protocol_required_optional_and_health_checks() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let routes = routes_toml(&[("alpha.db.example.com", &backend.address)]);
+    let required = Broker::start_with(&routes, &["--proxy-protocol", "required"]);
+
+    // Without a header: closed without a word.
+    let mut bare = connect(&required).await;
+    bare.write_all(&SSL_REQUEST).await.unwrap();
+    assert_eq!(read_to_end(&mut bare).await, b"");
+    // A LOCAL health check: closed.
+    let mut check = connect(&required).await;
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    check.write_all(&local).await.unwrap();
+    assert_eq!(read_to_end(&mut check).await, b"");
+    let metrics = required.metrics();
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="bad_proxy_header"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="health_check"} 1"#),
+        "{metrics}"
+    );
+
+    // Optional, given per listener: with a v1 header and without one.
+    let optional_port = common::free_port();
+    let optional = Broker::start_with(
+        &routes,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{optional_port},proxy-protocol=optional"),
+        ],
+    );
+    let hello = client_hello(Some("alpha.db.example.com"), &[]);
+    for header in [&b"PROXY TCP4 192.0.2.1 127.0.0.1 5000 5432\r\n"[..], b""] {
+        let mut client = TcpStream::connect(("127.0.0.1", optional_port))
+            .await
+            .unwrap();
+        let mut opening = header.to_vec();
+        opening.extend_from_slice(&SSL_REQUEST);
+        client.write_all(&opening).await.unwrap();
+        let mut answer = [0u8; 1];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"S");
+        client.write_all(&hello).await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(backend.next().await.after_s, hello);
+    }
+    drop(optional);
 }

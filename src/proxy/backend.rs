@@ -40,9 +40,14 @@ pub enum AttemptError {
 
 /// Tries `addresses` in order; returns the first backend that agreed to TLS,
 /// with its address, or `None` when every attempt failed (each is logged).
-pub async fn connect_first(addresses: &[String], timeout: Duration) -> Option<(TcpStream, &str)> {
+/// `proxy_header`, when given, is sent first on every connection.
+pub async fn connect_first<'a>(
+    addresses: &'a [String],
+    timeout: Duration,
+    proxy_header: Option<&[u8]>,
+) -> Option<(TcpStream, &'a str)> {
     for address in addresses {
-        let attempt = tokio::time::timeout(timeout, attempt(address)).await;
+        let attempt = tokio::time::timeout(timeout, attempt(address, proxy_header)).await;
         match attempt.unwrap_or(Err(AttemptError::TimedOut(timeout))) {
             Ok(stream) => return Some((stream, address)),
             Err(error) => warn!(backend = %address, %error, "backend attempt failed"),
@@ -51,15 +56,21 @@ pub async fn connect_first(addresses: &[String], timeout: Duration) -> Option<(T
     None
 }
 
-/// Connects to one backend and completes its SSLRequest exchange.
-pub async fn attempt(address: &str) -> Result<TcpStream, AttemptError> {
+/// Connects to one backend and completes its SSLRequest exchange, after the
+/// PROXY header if one is given.
+pub async fn attempt(
+    address: &str,
+    proxy_header: Option<&[u8]>,
+) -> Result<TcpStream, AttemptError> {
     let mut stream = TcpStream::connect(address)
         .await
         .map_err(AttemptError::Connect)?;
     // Start-up is a ping-pong of small messages: never let Nagle hold one back.
     stream.set_nodelay(true).map_err(AttemptError::Connect)?;
+    let mut opening = proxy_header.unwrap_or_default().to_vec();
+    opening.extend_from_slice(&reply::ssl_request());
     stream
-        .write_all(&reply::ssl_request())
+        .write_all(&opening)
         .await
         .map_err(AttemptError::Exchange)?;
     let mut answer = [0u8; 1];

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::metrics::CANCEL_REQUESTS_TOTAL;
+use crate::wire::proxy_header;
 
 /// Default for the most backends one CancelRequest is forwarded to.
 pub const DEFAULT_MAX_TARGETS: usize = 4;
@@ -54,11 +55,20 @@ impl CancelResult {
     }
 }
 
+/// A backend a cancel may be sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CancelTarget {
+    /// The backend's socket address, as connected.
+    pub addr: SocketAddr,
+    /// Whether its connections start with a PROXY v2 header.
+    pub proxy_protocol: bool,
+}
+
 /// What pgsni knows about one client address.
 #[derive(Debug)]
 struct AddressState {
-    /// Live sessions per backend socket address.
-    backends: HashMap<SocketAddr, usize>,
+    /// Live sessions per backend.
+    backends: HashMap<CancelTarget, usize>,
     /// Token bucket for cancels from this address.
     tokens: f64,
     refilled: Instant,
@@ -83,7 +93,7 @@ impl CancelRegistry {
 
     /// Records a live session from `client` to `backend`; the session is
     /// forgotten when the returned guard is dropped.
-    pub fn register(self: &Arc<Self>, client: IpAddr, backend: SocketAddr) -> Registration {
+    pub fn register(self: &Arc<Self>, client: IpAddr, backend: CancelTarget) -> Registration {
         let mut state = self
             .addresses
             .entry(client)
@@ -102,7 +112,7 @@ impl CancelRegistry {
 
     /// The backends `client` has live sessions with, if its rate allows one
     /// more cancel now.
-    fn targets(&self, client: IpAddr) -> Result<Vec<SocketAddr>, CancelResult> {
+    fn targets(&self, client: IpAddr) -> Result<Vec<CancelTarget>, CancelResult> {
         let Some(mut state) = self.addresses.get_mut(&client) else {
             return Err(CancelResult::NoSession);
         };
@@ -123,22 +133,34 @@ impl CancelRegistry {
     }
 
     /// Forwards `request` (a complete CancelRequest packet) from `client` to
-    /// the backends it has sessions with, each attempt bounded by `timeout`.
-    pub async fn forward(&self, client: IpAddr, request: &[u8], timeout: Duration) -> CancelResult {
-        let result = match self.targets(client) {
+    /// the backends its address has sessions with, each attempt bounded by
+    /// `timeout`.
+    pub async fn forward(
+        &self,
+        client: SocketAddr,
+        request: &[u8],
+        timeout: Duration,
+    ) -> CancelResult {
+        let result = match self.targets(client.ip()) {
             Err(result) => result,
             Ok(targets) => {
                 let mut delivered = 0;
                 for target in targets {
+                    let mut packet = Vec::with_capacity(64);
+                    if target.proxy_protocol {
+                        packet.extend(proxy_header::encode_v2(client, target.addr));
+                    }
+                    packet.extend_from_slice(request);
                     let attempt = tokio::time::timeout(timeout, async {
-                        let mut stream = TcpStream::connect(target).await?;
-                        stream.write_all(request).await?;
+                        let mut stream = TcpStream::connect(target.addr).await?;
+                        stream.write_all(&packet).await?;
                         stream.shutdown().await
                     });
+                    let backend = target.addr;
                     match attempt.await {
                         Ok(Ok(())) => delivered += 1,
-                        Ok(Err(error)) => debug!(%target, %error, "cancel not delivered"),
-                        Err(_) => debug!(%target, "cancel not delivered in time"),
+                        Ok(Err(error)) => debug!(%backend, %error, "cancel not delivered"),
+                        Err(_) => debug!(%backend, "cancel not delivered in time"),
                     }
                 }
                 if delivered > 0 {
@@ -153,7 +175,7 @@ impl CancelRegistry {
         result
     }
 
-    fn unregister(&self, client: IpAddr, backend: SocketAddr) {
+    fn unregister(&self, client: IpAddr, backend: CancelTarget) {
         // Remove the address entirely once its last session ends, so that
         // memory follows live sessions, not every address ever seen.
         self.addresses.remove_if_mut(&client, |_, state| {
@@ -178,7 +200,7 @@ impl CancelRegistry {
 pub struct Registration {
     registry: Arc<CancelRegistry>,
     client: IpAddr,
-    backend: SocketAddr,
+    backend: CancelTarget,
 }
 
 impl Drop for Registration {
@@ -199,20 +221,31 @@ mod tests {
         IpAddr::from([127, 0, 0, last])
     }
 
+    fn from(last: u8) -> SocketAddr {
+        SocketAddr::new(ip(last), 40000)
+    }
+
+    fn target(addr: SocketAddr) -> CancelTarget {
+        CancelTarget {
+            addr,
+            proxy_protocol: false,
+        }
+    }
+
     #[tokio::test]
     async fn forwards_to_the_backends_of_the_same_address_only() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = listener.local_addr().unwrap();
         let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
-        let session = registry.register(ip(1), backend);
+        let session = registry.register(ip(1), target(backend));
 
         let timeout = Duration::from_secs(2);
         assert_eq!(
-            registry.forward(ip(2), &CANCEL, timeout).await,
+            registry.forward(from(2), &CANCEL, timeout).await,
             CancelResult::NoSession
         );
         assert_eq!(
-            registry.forward(ip(1), &CANCEL, timeout).await,
+            registry.forward(from(1), &CANCEL, timeout).await,
             CancelResult::Forwarded
         );
         let (mut stream, _) = listener.accept().await.unwrap();
@@ -223,9 +256,39 @@ mod tests {
         drop(session);
         assert_eq!(registry.addresses(), 0, "forgotten with its last session");
         assert_eq!(
-            registry.forward(ip(1), &CANCEL, timeout).await,
+            registry.forward(from(1), &CANCEL, timeout).await,
             CancelResult::NoSession
         );
+    }
+
+    #[tokio::test]
+    async fn backends_behind_proxy_protocol_get_the_header_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = listener.local_addr().unwrap();
+        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
+        let _session = registry.register(
+            ip(1),
+            CancelTarget {
+                addr: backend,
+                proxy_protocol: true,
+            },
+        );
+        let result = registry
+            .forward(from(1), &CANCEL, Duration::from_secs(2))
+            .await;
+        assert_eq!(result, CancelResult::Forwarded);
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await.unwrap();
+        let (header, len) = proxy_header::parse(&received).unwrap().unwrap();
+        assert_eq!(
+            header,
+            proxy_header::ProxyHeader::Proxy {
+                source: from(1),
+                destination: backend
+            }
+        );
+        assert_eq!(&received[len..], CANCEL);
     }
 
     #[tokio::test]
@@ -233,7 +296,8 @@ mod tests {
         let registry = Arc::new(CancelRegistry::new(2));
         let mut sessions = Vec::new();
         for port in 1..=5 {
-            sessions.push(registry.register(ip(1), SocketAddr::from(([127, 0, 0, 1], port))));
+            let backend = SocketAddr::from(([127, 0, 0, 1], port));
+            sessions.push(registry.register(ip(1), target(backend)));
         }
         assert_eq!(registry.targets(ip(1)).unwrap().len(), 2);
         let mut limited = false;

@@ -45,7 +45,8 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                let span = tracing::info_span!("conn", %peer);
+                // `client` differs from `peer` behind a PROXY-protocol load balancer.
+                let span = tracing::info_span!("conn", %peer, client = tracing::field::Empty);
                 tokio::spawn(session::run(stream, peer, context.clone()).instrument(span));
             }
             Err(error) => {

@@ -48,6 +48,19 @@ impl Default for Timeouts {
     }
 }
 
+/// Whether a listener expects a PROXY protocol header (v1 or v2) from the
+/// load balancer in front of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyProtocol {
+    /// Connections come straight from clients.
+    #[default]
+    Off,
+    /// A header is used when present; connections without one are accepted.
+    Optional,
+    /// Every connection must start with a header.
+    Required,
+}
+
 /// What every session needs, shared read-only by all of them.
 #[derive(Clone)]
 pub struct Context {
@@ -57,4 +70,6 @@ pub struct Context {
     pub timeouts: Timeouts,
     /// Live sessions by client address, for plaintext CancelRequests.
     pub cancels: Arc<cancel::CancelRegistry>,
+    /// Whether this listener's connections start with a PROXY header.
+    pub proxy_protocol: ProxyProtocol,
 }

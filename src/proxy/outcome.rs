@@ -34,6 +34,10 @@ pub enum Outcome {
     ClientClosed,
     /// A socket error during start-up.
     IoError,
+    /// A PROXY header was required and missing, or malformed.
+    BadProxyHeader,
+    /// A PROXY v2 LOCAL connection (a load balancer's health check).
+    HealthCheck,
 }
 
 impl Outcome {
@@ -54,6 +58,8 @@ impl Outcome {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::ClientClosed => "client_closed",
             Self::IoError => "io_error",
+            Self::BadProxyHeader => "bad_proxy_header",
+            Self::HealthCheck => "health_check",
         }
     }
 

@@ -22,13 +22,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::cancel::Registration;
-use super::{backend, forward, Context, Outcome};
+use super::cancel::{CancelTarget, Registration};
+use super::{backend, forward, Context, Outcome, ProxyProtocol};
 use crate::metrics::HANDSHAKE_SECONDS;
 use crate::routing::Resolved;
 use crate::tls::alert::{fatal_alert, AlertDescription};
 use crate::tls::client_hello::{read_client_hello, MAX_CLIENT_HELLO_BYTES};
 use crate::tls::server_name::HostName;
+use crate::wire::proxy_header::{self, ProxyHeader, ProxyHeaderError};
 use crate::wire::reply::{self, Refusal};
 use crate::wire::startup::{classify, StartupPacket, MAX_STARTUP_PACKET_LEN};
 
@@ -160,6 +161,8 @@ async fn start_up(
 ) -> Result<Routed, Exit> {
     // One buffer for the whole start-up, bounded by the larger of the two caps.
     let mut buf = Vec::with_capacity(1024);
+    let (peer, destination) =
+        read_proxy_header(client, peer, context.proxy_protocol, &mut buf).await?;
     let negotiation = negotiate(client, peer, context, &mut buf).await?;
 
     *phase = Phase::ReadHello;
@@ -173,8 +176,15 @@ async fn start_up(
     };
 
     *phase = Phase::ConnectBackend;
-    let Some((mut backend, address)) =
-        backend::connect_first(&resolved.backends, context.timeouts.connect).await
+    let proxy_header = resolved
+        .proxy_protocol
+        .then(|| proxy_header::encode_v2(peer, destination));
+    let Some((mut backend, address)) = backend::connect_first(
+        &resolved.backends,
+        context.timeouts.connect,
+        proxy_header.as_deref(),
+    )
+    .await
     else {
         warn!(server_name = %name, route = %resolved.route, "no backend available");
         return Err(Exit::new(
@@ -199,12 +209,60 @@ async fn start_up(
             Reply::Alert(AlertDescription::InternalError),
         )
     })?;
+    let cancel_target = CancelTarget {
+        addr: backend_addr,
+        proxy_protocol: resolved.proxy_protocol,
+    };
     Ok(Routed {
-        registration: context.cancels.register(peer.ip(), backend_addr),
+        registration: context.cancels.register(peer.ip(), cancel_target),
         backend,
         route: resolved.route,
         replayed: buf.len(),
     })
+}
+
+/// Reads the PROXY header a load balancer puts before the client's bytes,
+/// when this listener expects one, and returns the client's address and the
+/// address it connected to. Bytes after the header stay in `buf`.
+async fn read_proxy_header(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    mode: ProxyProtocol,
+    buf: &mut Vec<u8>,
+) -> Result<(SocketAddr, SocketAddr), Exit> {
+    let local = client.local_addr().map_err(|error| {
+        debug!(%error, "socket has no local address");
+        Exit::silent(Outcome::IoError)
+    })?;
+    if mode == ProxyProtocol::Off {
+        return Ok((peer, local));
+    }
+    let bad = |error: ProxyHeaderError| {
+        debug!(%error, "PROXY header refused");
+        Exit::silent(Outcome::BadProxyHeader)
+    };
+    loop {
+        if mode == ProxyProtocol::Optional && proxy_header::starts_with_header(buf) == Some(false) {
+            return Ok((peer, local));
+        }
+        let Some((header, len)) = proxy_header::parse(buf).map_err(bad)? else {
+            read_more(client, buf, proxy_header::MAX_V2_PAYLOAD + 16).await?;
+            continue;
+        };
+        buf.drain(..len);
+        return match header {
+            ProxyHeader::Proxy {
+                source,
+                destination,
+            } => {
+                tracing::Span::current().record("client", tracing::field::display(source));
+                Ok((source, destination))
+            }
+            ProxyHeader::Unknown => Ok((peer, local)),
+            // Load balancers' health checks: nothing to route, just close.
+            ProxyHeader::Local => Err(Exit::silent(Outcome::HealthCheck)),
+        };
+    }
 }
 
 /// Finds the route for `name`, or for a hello without a name the default
@@ -291,7 +349,7 @@ async fn negotiate(
                 let request = buf.get(..len).unwrap_or_default();
                 context
                     .cancels
-                    .forward(peer.ip(), request, context.timeouts.connect)
+                    .forward(peer, request, context.timeouts.connect)
                     .await;
                 return Err(Exit::silent(Outcome::CancelRequest));
             }

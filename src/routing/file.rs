@@ -13,6 +13,7 @@
 //! server_name = "legacy.db.example.com"
 //! backends = ["10.0.9.1:5432"]
 //! default = true                              # hellos without SNI land here
+//! proxy_protocol = "v2"                       # backend reads a PROXY v2 header
 //! ```
 //!
 //! Every error carries the line it was found on, so that an operator can fix
@@ -47,6 +48,9 @@ struct RouteEntry {
     /// The route for hellos without a server name; at most one.
     #[serde(default)]
     default: Option<Spanned<bool>>,
+    /// `"v2"` to prefix backend connections with a PROXY v2 header.
+    #[serde(default)]
+    proxy_protocol: Option<Spanned<String>>,
 }
 
 /// A routes file that does not describe a valid table.
@@ -164,6 +168,18 @@ pub fn parse(text: &str) -> Result<RouteTable, RoutesError> {
             .collect::<Result<Vec<_>, _>>()?;
         let mut route =
             Route::new(pattern, backends).map_err(|e| at(backends_span, e.to_string()))?;
+        if let Some(version) = entry.proxy_protocol {
+            match version.get_ref().as_str() {
+                "v2" => route = route.with_proxy_protocol(),
+                "none" => {}
+                other => {
+                    return Err(at(
+                        version.span(),
+                        format!("proxy_protocol must be \"v2\" or \"none\", not {other:?}"),
+                    ))
+                }
+            }
+        }
         if let Some(default) = entry.default.filter(|d| *d.get_ref()) {
             route = route
                 .into_default()
@@ -250,6 +266,20 @@ backends = ["{1}-rw.{1}.svc.cluster.local:5432"]
         );
         assert_eq!(error.line, Some(5), "{error}");
         assert!(error.reason.contains("default"), "{error}");
+    }
+
+    #[test]
+    fn proxy_protocol_per_route() {
+        let table = parse(
+            "[[route]]\nserver_name = \"a.b\"\nbackends = [\"1.2.3.4:5\"]\nproxy_protocol = \"v2\"\n",
+        )
+        .unwrap();
+        let name = crate::tls::HostName::parse(b"a.b").unwrap();
+        assert!(table.lookup(&name).unwrap().proxy_protocol);
+        let error = error_of(
+            "[[route]]\nserver_name = \"a.b\"\nbackends = [\"1.2.3.4:5\"]\nproxy_protocol = \"v1\"\n",
+        );
+        assert_eq!(error.line, Some(4), "{error}");
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub struct Route {
     backends: Vec<BackendTemplate>,
     /// Whether hellos without a server name are sent here.
     default: bool,
+    /// Whether backend connections start with a PROXY v2 header.
+    proxy_protocol: bool,
 }
 
 impl Route {
@@ -216,7 +218,16 @@ impl Route {
             pattern,
             backends,
             default: false,
+            proxy_protocol: false,
         })
+    }
+
+    /// Makes backend connections start with a PROXY protocol v2 header that
+    /// carries the client's address (for PgBouncer, HAProxy and others that
+    /// read it).
+    pub fn with_proxy_protocol(mut self) -> Self {
+        self.proxy_protocol = true;
+        self
     }
 
     /// Marks this route as the one for hellos that carry no server name
@@ -243,6 +254,7 @@ impl Route {
         Resolved {
             route: self.label.clone(),
             backends: self.backends.iter().map(|b| b.expand(label)).collect(),
+            proxy_protocol: self.proxy_protocol,
         }
     }
 }
@@ -254,6 +266,8 @@ pub struct Resolved {
     pub route: Arc<str>,
     /// Backend addresses (`host:port`), in the order to try them.
     pub backends: Vec<String>,
+    /// Whether backend connections start with a PROXY v2 header.
+    pub proxy_protocol: bool,
 }
 
 /// An immutable set of routes with constant-time lookup.

@@ -5,6 +5,7 @@
 //! answers and the refusals) is encoded by [`reply`] with pgwire's message
 //! layer.
 
+pub mod proxy_header;
 pub mod reply;
 pub mod startup;
 
