@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
 use crate::proxy::cancel::CancelRegistry;
-use crate::proxy::{listener, Context, ProxyProtocol, Timeouts};
+use crate::proxy::lifecycle::Lifecycle;
+use crate::proxy::{listener, Context, ProxyProtocol, SocketOptions, Timeouts};
 use crate::routing::{self, watcher};
 
 /// pgsni: a PostgreSQL edge listener that routes TLS sessions by server name
@@ -76,6 +77,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = crate::proxy::cancel::DEFAULT_MAX_TARGETS)]
     pub cancel_max_targets: usize,
 
+    /// TCP keepalive idle time on client and backend sockets, or `off`.
+    #[arg(long, value_name = "DURATION|off", default_value = "60s", value_parser = parse_keepalive)]
+    pub tcp_keepalive: Keepalive,
+
+    /// On SIGTERM/SIGINT: how long live sessions may go on before the rest
+    /// are closed and the process exits.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -127,6 +137,18 @@ pub fn parse_listen(text: &str) -> Result<ListenSpec, String> {
         addr,
         proxy_protocol,
     })
+}
+
+/// A `--tcp-keepalive` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive(pub Option<Duration>);
+
+/// Parses `off` or a duration.
+pub fn parse_keepalive(text: &str) -> Result<Keepalive, String> {
+    match text {
+        "off" => Ok(Keepalive(None)),
+        _ => parse_duration(text).map(|idle| Keepalive(Some(idle))),
+    }
 }
 
 /// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
@@ -212,6 +234,7 @@ pub async fn serve(
     info!(path = %args.routes.display(), routes = table.len(), "routes loaded");
     let table = Arc::new(ArcSwap::from_pointee(table));
 
+    let lifecycle = Lifecycle::new();
     let handle = crate::metrics::install();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::metrics::upkeep(handle.clone()));
@@ -219,8 +242,10 @@ pub async fn serve(
         let listener = crate::metrics::endpoint::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        info!(%addr, "metrics endpoint listening");
-        tasks.spawn(crate::metrics::endpoint::serve(listener, handle));
+        info!(%addr, "metrics and health endpoint listening");
+        let ready = lifecycle.clone();
+        let ready = Arc::new(move || ready.is_ready());
+        tasks.spawn(crate::metrics::endpoint::serve(listener, handle, ready));
     }
 
     let reloader = watcher::Reloader::new(args.routes.clone(), table.clone(), bytes);
@@ -234,7 +259,12 @@ pub async fn serve(
         },
         cancels: Arc::new(CancelRegistry::new(args.cancel_max_targets)),
         proxy_protocol: args.proxy_protocol,
+        sockets: SocketOptions {
+            keepalive: args.tcp_keepalive.0,
+        },
+        lifecycle: lifecycle.clone(),
     };
+    let mut accepting = tokio::task::JoinSet::new();
     for spec in &args.listen {
         let socket =
             listener::bind(spec.addr).with_context(|| format!("cannot listen on {}", spec.addr))?;
@@ -243,11 +273,26 @@ pub async fn serve(
             ..context.clone()
         };
         info!(addr = %socket.local_addr()?, proxy_protocol = ?context.proxy_protocol, "accepting Postgres clients");
-        tasks.spawn(listener::serve(socket, Arc::new(context)));
+        accepting.spawn(listener::serve(socket, Arc::new(context)));
     }
+    lifecycle.set_listening();
 
     shutdown.await;
-    info!("shutting down");
+    // Stop accepting first: the listening sockets close, and a successor
+    // bound with SO_REUSEPORT takes the new connections from here on.
+    lifecycle.start_draining();
+    accepting.shutdown().await;
+    let sessions = lifecycle.active();
+    info!(sessions, timeout = ?args.drain_timeout, "draining");
+    if !lifecycle.wait_idle(args.drain_timeout).await {
+        info!(
+            sessions = lifecycle.active(),
+            "drain timeout reached; closing the remaining sessions"
+        );
+        lifecycle.close_all();
+        lifecycle.wait_idle(Duration::from_secs(5)).await;
+    }
+    info!("stopped");
     tasks.shutdown().await;
     Ok(())
 }
@@ -282,6 +327,11 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("s").is_err());
+        assert_eq!(parse_keepalive("off"), Ok(Keepalive(None)));
+        assert_eq!(
+            parse_keepalive("30s"),
+            Ok(Keepalive(Some(Duration::from_secs(30))))
+        );
     }
 
     #[test]

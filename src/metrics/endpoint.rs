@@ -1,10 +1,13 @@
-//! A deliberately small HTTP/1.1 endpoint serving `GET /metrics`.
+//! A deliberately small HTTP/1.1 endpoint serving `GET /metrics`, and the
+//! health probes `GET /healthz` (the process is alive) and `GET /readyz`
+//! (routes loaded, listening, not draining).
 //!
 //! Scrapers send one short request per connection; anything else gets a
 //! short error. Request heads are bounded in size and time so that a slow or
 //! hostile scraper costs one small task and nothing more.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -17,14 +20,18 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// A scraper must finish its request head within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves the metrics endpoint on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+/// Answers whether the broker is ready for new connections.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Serves the endpoint on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, ready: Readiness) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let handle = handle.clone();
+                let ready = ready.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = respond(stream, &handle).await {
+                    if let Err(error) = respond(stream, &handle, &*ready).await {
                         debug!(%peer, %error, "metrics request failed");
                     }
                 });
@@ -42,7 +49,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn respond(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+async fn respond(
+    mut stream: TcpStream,
+    handle: &PrometheusHandle,
+    ready: &(dyn Fn() -> bool + Send + Sync),
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => return Ok(()),
@@ -52,6 +63,13 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::R
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             handle.render(),
+        ),
+        Some(("GET", "/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
+        Some(("GET", "/readyz")) if ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+        Some(("GET", "/readyz")) => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_owned(),
         ),
         Some(("GET", _)) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         Some(_) => (

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use super::SocketOptions;
 use crate::wire::reply;
 
 /// Why one backend attempt failed.
@@ -45,9 +46,10 @@ pub async fn connect_first<'a>(
     addresses: &'a [String],
     timeout: Duration,
     proxy_header: Option<&[u8]>,
+    options: &SocketOptions,
 ) -> Option<(TcpStream, &'a str)> {
     for address in addresses {
-        let attempt = tokio::time::timeout(timeout, attempt(address, proxy_header)).await;
+        let attempt = tokio::time::timeout(timeout, attempt(address, proxy_header, options)).await;
         match attempt.unwrap_or(Err(AttemptError::TimedOut(timeout))) {
             Ok(stream) => return Some((stream, address)),
             Err(error) => warn!(backend = %address, %error, "backend attempt failed"),
@@ -61,12 +63,12 @@ pub async fn connect_first<'a>(
 pub async fn attempt(
     address: &str,
     proxy_header: Option<&[u8]>,
+    options: &SocketOptions,
 ) -> Result<TcpStream, AttemptError> {
     let mut stream = TcpStream::connect(address)
         .await
         .map_err(AttemptError::Connect)?;
-    // Start-up is a ping-pong of small messages: never let Nagle hold one back.
-    stream.set_nodelay(true).map_err(AttemptError::Connect)?;
+    options.apply(&stream).map_err(AttemptError::Connect)?;
     let mut opening = proxy_header.unwrap_or_default().to_vec();
     opening.extend_from_slice(&reply::ssl_request());
     stream

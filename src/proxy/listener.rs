@@ -25,13 +25,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 ///
 /// IPv6 sockets are IPv6-only, so that `[::]:5432` and `0.0.0.0:5432` can be
 /// given together. `SO_REUSEADDR` lets a restarted broker bind at once while
-/// old connections sit in TIME_WAIT.
+/// old connections sit in TIME_WAIT, and `SO_REUSEPORT` lets a new broker
+/// bind beside an old one that is draining, for upgrades without downtime.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;

@@ -6,11 +6,13 @@
 //! - [`backend`]: connecting to a tenant and doing its SSLRequest exchange.
 //! - [`cancel`]: forwarding plaintext CancelRequests by client address.
 //! - [`forward`]: copying the encrypted bytes in both directions.
+//! - [`lifecycle`]: readiness, live sessions, and draining on shutdown.
 //! - [`outcome`]: why a connection ended its start-up, for metrics and logs.
 
 pub mod backend;
 pub mod cancel;
 pub mod forward;
+pub mod lifecycle;
 pub mod listener;
 pub mod outcome;
 pub mod session;
@@ -48,6 +50,43 @@ impl Default for Timeouts {
     }
 }
 
+/// Default idle time before TCP keepalive probes start: finds peers that
+/// vanished without a FIN (a crashed host, a dropped NAT entry) on sessions
+/// that may legitimately be idle for hours.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Options applied to every client and backend socket.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketOptions {
+    /// TCP keepalive idle time; `None` leaves keepalive off.
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            keepalive: Some(DEFAULT_KEEPALIVE),
+        }
+    }
+}
+
+impl SocketOptions {
+    /// Applies the options, and TCP_NODELAY: start-up is a ping-pong of
+    /// small messages, and forwarded TLS records must not wait for Nagle.
+    pub fn apply(&self, stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        if let Some(idle) = self.keepalive {
+            // Probe every idle/6 after the idle time; give up after 6 probes.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval((idle / 6).max(Duration::from_secs(1)))
+                .with_retries(6);
+            socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether a listener expects a PROXY protocol header (v1 or v2) from the
 /// load balancer in front of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -72,4 +111,8 @@ pub struct Context {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Whether this listener's connections start with a PROXY header.
     pub proxy_protocol: ProxyProtocol,
+    /// Options for client and backend sockets.
+    pub sockets: SocketOptions,
+    /// Readiness and live sessions, for draining.
+    pub lifecycle: Arc<lifecycle::Lifecycle>,
 }

@@ -108,15 +108,23 @@ enum Negotiation {
 
 /// Runs one connection to its end. Never fails: every exit is counted and
 /// logged here.
-pub async fn run(mut client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+pub async fn run(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+    let mut alive = context.lifecycle.session();
+    tokio::select! {
+        () = serve(client, peer, &context) => {}
+        () = alive.closing() => debug!("closed at the end of the drain period"),
+    }
+}
+
+async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
     let accepted = Instant::now();
-    if let Err(error) = client.set_nodelay(true) {
-        debug!(%peer, %error, "cannot set TCP_NODELAY on client socket");
+    if let Err(error) = context.sockets.apply(&client) {
+        debug!(%peer, %error, "cannot set socket options on client socket");
     }
     let mut phase = Phase::Negotiate;
     let deadline = accepted + context.timeouts.handshake;
     let started =
-        tokio::time::timeout_at(deadline, start_up(&mut client, peer, &context, &mut phase));
+        tokio::time::timeout_at(deadline, start_up(&mut client, peer, context, &mut phase));
     let exit = match started.await {
         Ok(Ok(routed)) => {
             Outcome::Routed.record();
@@ -183,6 +191,7 @@ async fn start_up(
         &resolved.backends,
         context.timeouts.connect,
         proxy_header.as_deref(),
+        &context.sockets,
     )
     .await
     else {

@@ -35,7 +35,17 @@ impl Broker {
 
     /// Starts the broker on an existing routes file path inside `dir`.
     pub fn spawn(dir: tempfile::TempDir, routes_path: &Path, extra: &[&str]) -> Broker {
-        let port = free_port();
+        Self::spawn_on(free_port(), dir, routes_path, extra)
+    }
+
+    /// Like [`Broker::spawn`], on a given client port (which another broker
+    /// may share through `SO_REUSEPORT`).
+    pub fn spawn_on(
+        port: u16,
+        dir: tempfile::TempDir,
+        routes_path: &Path,
+        extra: &[&str],
+    ) -> Broker {
         let metrics_port = free_port();
         let log = std::fs::File::create(dir.path().join("pgsni.log")).expect("create log file");
         let child = Command::new(env!("CARGO_BIN_EXE_pgsni"))
@@ -102,17 +112,37 @@ impl Broker {
 
     /// The Prometheus exposition text.
     pub fn metrics(&self) -> String {
+        let response = self.http_get("/metrics");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// The whole HTTP response to `GET path` on the metrics port.
+    pub fn http_get(&self, path: &str) -> String {
         let mut stream =
             TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("connect to metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: pgsni\r\n\r\n")
-            .expect("send metrics request");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: pgsni\r\n\r\n").expect("send request");
         let mut response = String::new();
         stream
             .read_to_string(&mut response)
             .expect("read metrics response");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         response
+    }
+
+    /// Waits for the process to exit on its own and returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll pgsni") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgsni did not exit within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The value of the sample named exactly `series` (name and labels as

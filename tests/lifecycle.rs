@@ -1,0 +1,167 @@
+//! Health probes, draining on SIGTERM, and upgrades without downtime.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::broker::{routes_toml, Broker};
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// A backend that answers `S` and echoes everything back, forever.
+fn echo_backend() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 8];
+                if stream.read_exact(&mut request).is_err() {
+                    return;
+                }
+                stream.write_all(b"S").unwrap();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A minimal ClientHello naming `name` (enough for the broker to route).
+fn hello(name: &str) -> Vec<u8> {
+    let mut sni = Vec::new();
+    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name.as_bytes());
+    let mut extensions = vec![0, 0];
+    extensions.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&sni);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut message = vec![1, 0];
+    message.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    message.extend_from_slice(&body);
+    let mut record = vec![0x16, 3, 1];
+    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    record.extend_from_slice(&message);
+    record
+}
+
+/// Opens a session through the broker and checks that it echoes.
+fn open_session(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&SSL_REQUEST).unwrap();
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"S");
+    let hello = hello("alpha.db.example.com");
+    stream.write_all(&hello).unwrap();
+    let mut echoed = vec![0u8; hello.len()];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, hello);
+    stream
+}
+
+fn assert_echoes(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).unwrap();
+    let mut echoed = vec![0u8; bytes.len()];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, bytes);
+}
+
+#[test]
+fn health_probes() {
+    let broker = Broker::start("");
+    assert!(broker.http_get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(broker.http_get("/readyz").starts_with("HTTP/1.1 200"));
+    assert!(broker.http_get("/nothing").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn sigterm_drains_live_sessions_then_exits() {
+    let backend = echo_backend();
+    let mut broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend)]));
+    let mut session = open_session(broker.port);
+
+    broker.signal("TERM");
+    // Not ready, and no longer accepting...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.http_get("/readyz").starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", broker.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...but the live session goes on until it ends by itself.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_echoes(&mut session, b"still here");
+    drop(session);
+    let status = broker.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sessions_left_at_the_drain_timeout_are_closed() {
+    let backend = echo_backend();
+    let mut broker = Broker::start_with(
+        &routes_toml(&[("alpha.db.example.com", &backend)]),
+        &["--drain-timeout", "1s"],
+    );
+    let mut session = open_session(broker.port);
+    let started = Instant::now();
+    broker.signal("TERM");
+    let status = broker.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "exited after {waited:?}"
+    );
+    let mut rest = Vec::new();
+    let end = session.read_to_end(&mut rest);
+    assert!(
+        matches!(end, Ok(0)) || end.is_err(),
+        "the session is closed: {end:?}"
+    );
+}
+
+#[test]
+fn a_second_broker_can_share_the_port() {
+    let backend = echo_backend();
+    let routes = routes_toml(&[("alpha.db.example.com", &backend)]);
+    let mut old = Broker::start(&routes);
+    let mut session = open_session(old.port);
+
+    let dir = tempfile::tempdir().unwrap();
+    let routes_path = dir.path().join("routes.toml");
+    std::fs::write(&routes_path, &routes).unwrap();
+    let new = Broker::spawn_on(old.port, dir, &routes_path, &[]);
+    old.signal("TERM");
+    // New sessions land on the new broker while the old one drains.
+    for _ in 0..20 {
+        let mut fresh = open_session(new.port);
+        assert_echoes(&mut fresh, b"new");
+    }
+    assert_echoes(&mut session, b"old session still served");
+    drop(session);
+    assert!(old.wait_exit(Duration::from_secs(5)).success());
+    assert_echoes(&mut open_session(new.port), b"after the old one left");
+}
