@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::proxy::cancel::CancelRegistry;
 use crate::proxy::lifecycle::Lifecycle;
+use crate::proxy::limits::{LimitConfig, Limits};
 use crate::proxy::{listener, Context, ProxyProtocol, SocketOptions, Timeouts};
 use crate::routing::{self, watcher};
 
@@ -76,6 +77,23 @@ pub struct ServeArgs {
     /// the sending address has live sessions with.
     #[arg(long, value_name = "N", default_value_t = crate::proxy::cancel::DEFAULT_MAX_TARGETS)]
     pub cancel_max_targets: usize,
+
+    /// The most sessions the broker holds at once (handshaking or
+    /// forwarding); 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// The most handshakes one client address may have in flight; 0 for no
+    /// limit. Bounds what slow or silent clients from one place can hold.
+    /// Off by default: behind a load balancer without the PROXY protocol
+    /// every client shares one address.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_handshakes_per_source: usize,
+
+    /// The most new connections one client address may open per second
+    /// (bursts of as many are allowed); 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connection_rate_per_source: u32,
 
     /// TCP keepalive idle time on client and backend sockets, or `off`.
     #[arg(long, value_name = "DURATION|off", default_value = "60s", value_parser = parse_keepalive)]
@@ -235,6 +253,13 @@ pub async fn serve(
     let table = Arc::new(ArcSwap::from_pointee(table));
 
     let lifecycle = Lifecycle::new();
+    let nonzero = |n: usize| (n > 0).then_some(n);
+    let limits = Limits::new(LimitConfig {
+        max_connections: nonzero(args.max_connections),
+        max_handshakes_per_source: nonzero(args.max_handshakes_per_source),
+        max_connection_rate_per_source: (args.max_connection_rate_per_source > 0)
+            .then_some(args.max_connection_rate_per_source),
+    });
     let handle = crate::metrics::install();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::metrics::upkeep(handle.clone()));
@@ -247,6 +272,15 @@ pub async fn serve(
         let ready = Arc::new(move || ready.is_ready());
         tasks.spawn(crate::metrics::endpoint::serve(listener, handle, ready));
     }
+
+    let sweeping = limits.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            sweeping.sweep();
+        }
+    });
 
     let reloader = watcher::Reloader::new(args.routes.clone(), table.clone(), bytes);
     tasks.spawn(watcher::watch(reloader, args.reload_interval));
@@ -263,6 +297,7 @@ pub async fn serve(
             keepalive: args.tcp_keepalive.0,
         },
         lifecycle: lifecycle.clone(),
+        limits: limits.clone(),
     };
     let mut accepting = tokio::task::JoinSet::new();
     for spec in &args.listen {

@@ -634,3 +634,109 @@ async fn proxy_protocol_required_optional_and_health_checks() {
     }
     drop(optional);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_refuse_in_the_clients_language() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let routes = format!(
+        "[[route]]\nserver_name = \"alpha.db.example.com\"\nbackends = [\"{}\"]\nmax_connections = 1\n",
+        backend.address
+    );
+    let broker = Broker::start_with(&routes, &["--max-handshakes-per-source", "2"]);
+
+    // Two silent connections use up this address's handshakes...
+    let _silent = [connect(&broker).await, connect(&broker).await];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so the third is refused: in Postgres terms while plaintext,
+    let mut plaintext = connect(&broker).await;
+    plaintext.write_all(&SSL_REQUEST).await.unwrap();
+    let (code, message, _) = error_response(&read_to_end(&mut plaintext).await);
+    assert_eq!(code, "53300");
+    assert!(
+        message.contains("too many connection attempts"),
+        "{message}"
+    );
+    // and with an alert for direct TLS.
+    let mut direct = connect(&broker).await;
+    direct
+        .write_all(&client_hello(
+            Some("alpha.db.example.com"),
+            &[b"postgresql"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(read_to_end(&mut direct).await, alert(80));
+    drop(_silent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The route holds one session at most: a second one is refused after TLS
+    // has begun, so with an alert.
+    let hello = client_hello(Some("alpha.db.example.com"), &[]);
+    let mut first = connect(&broker).await;
+    first.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    first.read_exact(&mut answer).await.unwrap();
+    first.write_all(&hello).await.unwrap();
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="routed"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+    assert_eq!(tls_refusal(&broker, &hello).await, alert(80));
+    first.shutdown().await.unwrap();
+    assert_eq!(backend.next().await.after_s, hello);
+
+    let metrics = broker.metrics();
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="limit_source_handshakes"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pgsni_connections_total{outcome="limit_route"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_and_rate_limits() {
+    let broker = Broker::start_with(
+        "",
+        &[
+            "--max-connections",
+            "1",
+            "--max-connection-rate-per-source",
+            "1000",
+        ],
+    );
+    let _held = connect(&broker).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = connect(&broker).await;
+    refused.write_all(&SSL_REQUEST).await.unwrap();
+    let (code, message, _) = error_response(&read_to_end(&mut refused).await);
+    assert_eq!(code, "53300");
+    assert!(message.contains("server's connection limit"), "{message}");
+    drop(_held);
+
+    let limited = Broker::start_with("", &["--max-connection-rate-per-source", "3"]);
+    let mut refusals = 0;
+    for _ in 0..10 {
+        let mut client = connect(&limited).await;
+        client.write_all(&SSL_REQUEST).await.unwrap();
+        let mut first = [0u8; 1];
+        client.read_exact(&mut first).await.unwrap();
+        if first == *b"E" {
+            let mut reply = first.to_vec();
+            reply.extend(read_to_end(&mut client).await);
+            let (code, message, _) = error_response(&reply);
+            assert_eq!(code, "53300");
+            assert!(message.contains("per second"), "{message}");
+            refusals += 1;
+        } else {
+            assert_eq!(first, *b"S");
+        }
+    }
+    assert!(
+        refusals >= 5,
+        "only {refusals} of 10 rapid connections refused"
+    );
+}

@@ -7,12 +7,14 @@
 //! - [`cancel`]: forwarding plaintext CancelRequests by client address.
 //! - [`forward`]: copying the encrypted bytes in both directions.
 //! - [`lifecycle`]: readiness, live sessions, and draining on shutdown.
+//! - [`limits`]: connection limits for the broker, routes and addresses.
 //! - [`outcome`]: why a connection ended its start-up, for metrics and logs.
 
 pub mod backend;
 pub mod cancel;
 pub mod forward;
 pub mod lifecycle;
+pub mod limits;
 pub mod listener;
 pub mod outcome;
 pub mod session;
@@ -115,4 +117,6 @@ pub struct Context {
     pub sockets: SocketOptions,
     /// Readiness and live sessions, for draining.
     pub lifecycle: Arc<lifecycle::Lifecycle>,
+    /// Connection limits.
+    pub limits: Arc<limits::Limits>,
 }

@@ -1,6 +1,7 @@
 //! Why a connection's start-up ended: one value per exit, feeding the
 //! `pgsni_connections_total{outcome}` counter and the session's log line.
 
+use super::limits::LimitExceeded;
 use crate::metrics::CONNECTIONS_TOTAL;
 
 /// How a connection's start-up ended.
@@ -38,6 +39,25 @@ pub enum Outcome {
     BadProxyHeader,
     /// A PROXY v2 LOCAL connection (a load balancer's health check).
     HealthCheck,
+    /// Refused: `--max-connections` reached.
+    LimitGlobal,
+    /// Refused: the route's `max_connections` reached.
+    LimitRoute,
+    /// Refused: too many handshakes in flight from the client's address.
+    LimitSourceHandshakes,
+    /// Refused: too many new connections per second from the address.
+    LimitSourceRate,
+}
+
+impl From<LimitExceeded> for Outcome {
+    fn from(limit: LimitExceeded) -> Self {
+        match limit {
+            LimitExceeded::Global => Self::LimitGlobal,
+            LimitExceeded::Route => Self::LimitRoute,
+            LimitExceeded::SourceHandshakes => Self::LimitSourceHandshakes,
+            LimitExceeded::SourceRate => Self::LimitSourceRate,
+        }
+    }
 }
 
 impl Outcome {
@@ -60,6 +80,10 @@ impl Outcome {
             Self::IoError => "io_error",
             Self::BadProxyHeader => "bad_proxy_header",
             Self::HealthCheck => "health_check",
+            Self::LimitGlobal => "limit_global",
+            Self::LimitRoute => "limit_route",
+            Self::LimitSourceHandshakes => "limit_source_handshakes",
+            Self::LimitSourceRate => "limit_source_rate",
         }
     }
 

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::cancel::{CancelTarget, Registration};
+use super::limits::{LimitExceeded, RouteSlot};
 use super::{backend, forward, Context, Outcome, ProxyProtocol};
 use crate::metrics::HANDSHAKE_SECONDS;
 use crate::routing::Resolved;
@@ -32,6 +33,10 @@ use crate::tls::server_name::HostName;
 use crate::wire::proxy_header::{self, ProxyHeader, ProxyHeaderError};
 use crate::wire::reply::{self, Refusal};
 use crate::wire::startup::{classify, StartupPacket, MAX_STARTUP_PACKET_LEN};
+
+/// How long a client refused by a limit has to send its first packet, so
+/// that the refusal can be phrased for it; then it is simply closed.
+const REFUSAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// ALPN protocol id of Postgres (PG17): required of direct-TLS clients.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -93,8 +98,9 @@ struct Routed {
     route: Arc<str>,
     /// Client bytes already written to the backend (the ClientHello).
     replayed: usize,
-    /// This session's entry in the cancel registry.
-    registration: Registration,
+    /// What the session holds while it lives: its entry in the cancel
+    /// registry and its place under the route's connection limit.
+    holds: (Registration, RouteSlot),
 }
 
 /// How the client began TLS.
@@ -130,9 +136,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
             Outcome::Routed.record();
             ::metrics::histogram!(HANDSHAKE_SECONDS).record(accepted.elapsed().as_secs_f64());
             let route = routed.route;
-            // Kept for the life of the session: it lets this client's
-            // plaintext cancels find the backend.
-            let _cancel_target = routed.registration;
+            // Kept for the life of the session.
+            let _holds = routed.holds;
             match forward::forward(client, routed.backend, &route, routed.replayed as u64).await {
                 Ok(totals) => debug!(%route, ?totals, "session ended"),
                 Err(error) => debug!(%route, %error, "session ended with an error"),
@@ -171,7 +176,21 @@ async fn start_up(
     let mut buf = Vec::with_capacity(1024);
     let (peer, destination) =
         read_proxy_header(client, peer, context.proxy_protocol, &mut buf).await?;
-    let negotiation = negotiate(client, peer, context, &mut buf).await?;
+    // Admission, now that the client's address is known (even behind a load
+    // balancer). The slot is held until the session is routed.
+    let admission = context.limits.admit(peer.ip(), context.lifecycle.active());
+    let negotiation = match &admission {
+        Ok(_slot) => negotiate(client, peer, context, &mut buf, None).await?,
+        // Over a limit, wait only briefly for the first packet: just long
+        // enough to refuse in the form the client understands.
+        Err(limit) => {
+            let refusing = negotiate(client, peer, context, &mut buf, Some(*limit));
+            match tokio::time::timeout(REFUSAL_GRACE, refusing).await {
+                Ok(negotiated) => negotiated?,
+                Err(_) => return Err(Exit::silent((*limit).into())),
+            }
+        }
+    };
 
     *phase = Phase::ReadHello;
     let name = read_hello(client, &mut buf, negotiation).await?;
@@ -182,6 +201,13 @@ async fn start_up(
         Some(name) => name.as_str(),
         None => "(none)",
     };
+    let route_slot = context
+        .limits
+        .admit_route(&resolved.route, resolved.max_connections)
+        .map_err(|limit| {
+            info!(server_name = %name, route = %resolved.route, "route connection limit reached");
+            Exit::new(limit.into(), Reply::Alert(AlertDescription::InternalError))
+        })?;
 
     *phase = Phase::ConnectBackend;
     let proxy_header = resolved
@@ -223,7 +249,10 @@ async fn start_up(
         proxy_protocol: resolved.proxy_protocol,
     };
     Ok(Routed {
-        registration: context.cancels.register(peer.ip(), cancel_target),
+        holds: (
+            context.cancels.register(peer.ip(), cancel_target),
+            route_slot,
+        ),
         backend,
         route: resolved.route,
         replayed: buf.len(),
@@ -298,11 +327,15 @@ fn route(context: &Context, name: Option<&HostName>) -> Result<Resolved, Exit> {
 
 /// Reads plaintext packets until the client starts TLS. On return, `buf`
 /// holds only bytes of the TLS stream.
+///
+/// With `refuse` set, a connection limit refuses the client as soon as its
+/// first packet shows how to say so; plaintext cancels still go through.
 async fn negotiate(
     client: &mut TcpStream,
     peer: SocketAddr,
     context: &Context,
     buf: &mut Vec<u8>,
+    refuse: Option<LimitExceeded>,
 ) -> Result<Negotiation, Exit> {
     let mut answered_gssenc = false;
     loop {
@@ -320,6 +353,24 @@ async fn negotiate(
                 ));
             }
         };
+        if let Some(limit) = refuse {
+            debug!(limit = limit.reason(), "connection refused by a limit");
+            match packet {
+                StartupPacket::CancelRequest { .. } => {}
+                StartupPacket::DirectTls => {
+                    return Err(Exit::new(
+                        limit.into(),
+                        Reply::Alert(AlertDescription::InternalError),
+                    ))
+                }
+                _ => {
+                    return Err(Exit::new(
+                        limit.into(),
+                        Reply::Postgres(Refusal::too_many_connections(limit.reason())),
+                    ))
+                }
+            }
+        }
         match packet {
             StartupPacket::SslRequest => {
                 if buf.len() > len {

@@ -14,6 +14,7 @@
 //! backends = ["10.0.9.1:5432"]
 //! default = true                              # hellos without SNI land here
 //! proxy_protocol = "v2"                       # backend reads a PROXY v2 header
+//! max_connections = 500                       # sessions this route may hold
 //! ```
 //!
 //! Every error carries the line it was found on, so that an operator can fix
@@ -51,6 +52,9 @@ struct RouteEntry {
     /// `"v2"` to prefix backend connections with a PROXY v2 header.
     #[serde(default)]
     proxy_protocol: Option<Spanned<String>>,
+    /// The most sessions the route may hold at once.
+    #[serde(default)]
+    max_connections: Option<Spanned<u32>>,
 }
 
 /// A routes file that does not describe a valid table.
@@ -179,6 +183,12 @@ pub fn parse(text: &str) -> Result<RouteTable, RoutesError> {
                     ))
                 }
             }
+        }
+        if let Some(max) = entry.max_connections {
+            if *max.get_ref() == 0 {
+                return Err(at(max.span(), "max_connections must be at least 1".into()));
+            }
+            route = route.with_max_connections(*max.get_ref() as usize);
         }
         if let Some(default) = entry.default.filter(|d| *d.get_ref()) {
             route = route

@@ -205,6 +205,8 @@ pub struct Route {
     default: bool,
     /// Whether backend connections start with a PROXY v2 header.
     proxy_protocol: bool,
+    /// The most sessions this route may hold at once.
+    max_connections: Option<usize>,
 }
 
 impl Route {
@@ -219,7 +221,14 @@ impl Route {
             backends,
             default: false,
             proxy_protocol: false,
+            max_connections: None,
         })
+    }
+
+    /// Caps the sessions this route may hold at once.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
     }
 
     /// Makes backend connections start with a PROXY protocol v2 header that
@@ -255,6 +264,7 @@ impl Route {
             route: self.label.clone(),
             backends: self.backends.iter().map(|b| b.expand(label)).collect(),
             proxy_protocol: self.proxy_protocol,
+            max_connections: self.max_connections,
         }
     }
 }
@@ -268,6 +278,8 @@ pub struct Resolved {
     pub backends: Vec<String>,
     /// Whether backend connections start with a PROXY v2 header.
     pub proxy_protocol: bool,
+    /// The most sessions the route may hold at once.
+    pub max_connections: Option<usize>,
 }
 
 /// An immutable set of routes with constant-time lookup.

@@ -19,6 +19,8 @@ impl SqlState {
     pub const INVALID_AUTHORIZATION: Self = Self("28000");
     /// `08P01` protocol_violation.
     pub const PROTOCOL_VIOLATION: Self = Self("08P01");
+    /// `53300` too_many_connections.
+    pub const TOO_MANY_CONNECTIONS: Self = Self("53300");
 }
 
 /// A FATAL error that ends the session while it is still plaintext.
@@ -54,6 +56,15 @@ impl Refusal {
         message: "invalid start-up packet",
         hint: None,
     };
+
+    /// A connection limit is reached; `message` says which.
+    pub const fn too_many_connections(message: &'static str) -> Self {
+        Self {
+            code: SqlState::TOO_MANY_CONNECTIONS,
+            message,
+            hint: None,
+        }
+    }
 
     /// Encodes this refusal as a FATAL ErrorResponse.
     pub fn encode(&self) -> BytesMut {
