@@ -5,4 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+
+# The upgrade test hands connections from a closing listener to its
+# SO_REUSEPORT successor, which needs the kernel to migrate queued requests.
+if [ "$(cat /proc/sys/net/ipv4/tcp_migrate_req 2>/dev/null)" != 1 ]; then
+    sysctl -qw net.ipv4.tcp_migrate_req=1 ||
+        echo "warning: cannot set net.ipv4.tcp_migrate_req=1; the upgrade test will fail" >&2
+fi
+
 cargo test "$@"

@@ -269,56 +269,33 @@ async fn reloads_follow_the_file_and_spare_open_sessions() {
     );
 }
 
-#[test]
-fn pgbench_through_the_broker_has_no_failed_transactions() {
-    let tenants = Tenants::start();
-    let broker = Broker::start(&tenants.routes());
-    let pgbench = common::postgres::pg_bin("pgbench");
-    let init = Command::new(&pgbench)
-        .args(["-i", "-s", "1", "-q"])
+/// pgbench against `name` through `port`, verifying the tenant's certificate.
+fn pgbench(tenants: &Tenants, name: &str, port: u16, args: &[&str]) -> Command {
+    let mut command = Command::new(common::postgres::pg_bin("pgbench"));
+    command
+        .args(args)
         .env("PGPASSWORD", common::PG_PASSWORD)
         .env("PGSSLMODE", "verify-full")
         .env("PGSSLROOTCERT", tenants.pki.ca_path())
         .env("PGHOSTADDR", "127.0.0.1")
         .args([
             "-h",
-            ALPHA,
+            name,
             "-p",
-            &broker.port.to_string(),
+            &port.to_string(),
             "-U",
             "postgres",
             "postgres",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let run = Command::new(&pgbench)
-        .args(["-S", "-c", "8", "-j", "2", "-T", "4", "-n"])
-        .env("PGPASSWORD", common::PG_PASSWORD)
-        .env("PGSSLMODE", "verify-full")
-        .env("PGSSLROOTCERT", tenants.pki.ca_path())
-        .env("PGHOSTADDR", "127.0.0.1")
-        .args([
-            "-h",
-            ALPHA,
-            "-p",
-            &broker.port.to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+        ]);
+    command
+}
+
+/// Checks a pgbench run: success, some transactions, none failed. Returns
+/// the number processed.
+fn assert_pgbench_clean(output: &std::process::Output) -> u64 {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
     let processed: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
@@ -330,6 +307,39 @@ fn pgbench_through_the_broker_has_no_failed_transactions() {
         stdout.contains("number of failed transactions: 0 "),
         "failed transactions:\n{stdout}"
     );
+    assert!(
+        !stderr.contains("connection to server"),
+        "connection errors:\n{stderr}"
+    );
+    processed
+}
+
+/// Initialises pgbench's tables on `name` through the broker.
+fn pgbench_init(tenants: &Tenants, name: &str, port: u16) {
+    let init = pgbench(tenants, name, port, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+#[test]
+fn pgbench_through_the_broker_has_no_failed_transactions() {
+    let tenants = Tenants::start();
+    let broker = Broker::start(&tenants.routes());
+    pgbench_init(&tenants, ALPHA, broker.port);
+    let run = pgbench(
+        &tenants,
+        ALPHA,
+        broker.port,
+        &["-S", "-c", "8", "-j", "2", "-T", "4", "-n"],
+    )
+    .output()
+    .unwrap();
+    assert_pgbench_clean(&run);
     // Every session is released once pgbench has disconnected.
     let active = r#"pgsni_active_connections{route="alpha.db.example.com"}"#;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -337,6 +347,59 @@ fn pgbench_through_the_broker_has_no_failed_transactions() {
         assert!(Instant::now() < deadline, "{}", broker.metrics());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn upgrade_without_downtime_under_pgbench() {
+    // Connections still queued on the old broker's socket when it closes
+    // must move to the new one rather than be reset (see README).
+    let migrate = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").unwrap();
+    assert_eq!(
+        migrate.trim(),
+        "1",
+        "net.ipv4.tcp_migrate_req must be 1 (scripts/test.sh sets it)"
+    );
+    let tenants = Tenants::start();
+    let mut old = Broker::start(&tenants.routes());
+    pgbench_init(&tenants, ALPHA, old.port);
+
+    // One pgbench with a new TLS connection per transaction (every accept
+    // matters), one with persistent sessions (they must be drained, not cut).
+    let per_transaction = pgbench(
+        &tenants,
+        ALPHA,
+        old.port,
+        &["-S", "-C", "-c", "4", "-j", "2", "-T", "6", "-n"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let persistent = pgbench(
+        &tenants,
+        ALPHA,
+        old.port,
+        &["-S", "-c", "2", "-j", "1", "-T", "6", "-n"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let routes_path = dir.path().join("routes.toml");
+    std::fs::write(&routes_path, tenants.routes()).unwrap();
+    let new = Broker::spawn_on(old.port, dir, &routes_path, &[]);
+    old.signal("TERM");
+
+    assert_pgbench_clean(&per_transaction.wait_with_output().unwrap());
+    assert_pgbench_clean(&persistent.wait_with_output().unwrap());
+    assert!(old.wait_exit(Duration::from_secs(10)).success());
+    assert!(
+        new.metric(r#"pgsni_connections_total{outcome="routed"}"#) > 0.0,
+        "the new broker took over"
+    );
 }
 
 /// Waits until `cluster` runs a query containing `needle`; returns its pid.
