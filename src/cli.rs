@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
@@ -15,7 +14,7 @@ use crate::proxy::cancel::CancelRegistry;
 use crate::proxy::lifecycle::Lifecycle;
 use crate::proxy::limits::{LimitConfig, Limits};
 use crate::proxy::{listener, Context, ProxyProtocol, SocketOptions, Timeouts};
-use crate::routing::{self, watcher};
+use crate::routing::{self, watcher, Routes};
 
 /// pgsni: a PostgreSQL edge listener that routes TLS sessions by server name
 /// (SNI) to each tenant's own Postgres, without decrypting them.
@@ -98,6 +97,11 @@ pub struct ServeArgs {
     /// TCP keepalive idle time on client and backend sockets, or `off`.
     #[arg(long, value_name = "DURATION|off", default_value = "60s", value_parser = parse_keepalive)]
     pub tcp_keepalive: Keepalive,
+
+    /// Close sessions whose route a reload removed, this long after the
+    /// reload; by default they go on until they end by themselves.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub close_removed_after: Option<Duration>,
 
     /// On SIGTERM/SIGINT: how long live sessions may go on before the rest
     /// are closed and the process exits.
@@ -250,7 +254,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (table, bytes) = routing::load(&args.routes).context("cannot load the routes file")?;
     info!(path = %args.routes.display(), routes = table.len(), "routes loaded");
-    let table = Arc::new(ArcSwap::from_pointee(table));
+    let table = Routes::new(table);
 
     let lifecycle = Lifecycle::new();
     let nonzero = |n: usize| (n > 0).then_some(n);
@@ -267,7 +271,7 @@ pub async fn serve(
         let listener = crate::metrics::endpoint::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        info!(%addr, "metrics and health endpoint listening");
+        info!(addr = %listener.local_addr()?, "metrics and health endpoint listening");
         let ready = lifecycle.clone();
         let ready = Arc::new(move || ready.is_ready());
         tasks.spawn(crate::metrics::endpoint::serve(listener, handle, ready));
@@ -298,6 +302,7 @@ pub async fn serve(
         },
         lifecycle: lifecycle.clone(),
         limits: limits.clone(),
+        close_removed_after: args.close_removed_after,
     };
     let mut accepting = tokio::task::JoinSet::new();
     for spec in &args.listen {

@@ -165,3 +165,36 @@ fn a_second_broker_can_share_the_port() {
     assert!(old.wait_exit(Duration::from_secs(5)).success());
     assert_echoes(&mut open_session(new.port), b"after the old one left");
 }
+
+#[test]
+fn sessions_of_a_removed_route_close_after_the_grace_period() {
+    let backend = echo_backend();
+    let routes = routes_toml(&[
+        ("alpha.db.example.com", &backend),
+        ("beta.db.example.com", &backend),
+    ]);
+    let broker = Broker::start_with(&routes, &["--close-removed-after", "500ms"]);
+    let mut removed = open_session(broker.port);
+
+    // Rewrite the table without alpha.
+    let staged = broker.dir().join("routes.staged");
+    std::fs::write(&staged, routes_toml(&[("beta.db.example.com", &backend)])).unwrap();
+    std::fs::rename(&staged, broker.routes_path()).unwrap();
+    broker.wait_for_metric(
+        r#"pgsni_routes_reload_total{result="ok"}"#,
+        1.0,
+        Duration::from_secs(5),
+    );
+    let reloaded = Instant::now();
+    // Still served during the grace period...
+    assert_echoes(&mut removed, b"grace");
+    // ...then closed.
+    let mut rest = Vec::new();
+    let end = removed.read_to_end(&mut rest);
+    let waited = reloaded.elapsed();
+    assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "closed {waited:?} after the reload"
+    );
+}

@@ -608,20 +608,11 @@ async fn proxy_protocol_required_optional_and_health_checks() {
         "{metrics}"
     );
 
-    // Optional, given per listener: with a v1 header and without one.
-    let optional_port = common::free_port();
-    let optional = Broker::start_with(
-        &routes,
-        &[
-            "--listen",
-            &format!("127.0.0.1:{optional_port},proxy-protocol=optional"),
-        ],
-    );
+    // Optional: with a v1 header and without one.
+    let optional = Broker::start_with(&routes, &["--proxy-protocol", "optional"]);
     let hello = client_hello(Some("alpha.db.example.com"), &[]);
     for header in [&b"PROXY TCP4 192.0.2.1 127.0.0.1 5000 5432\r\n"[..], b""] {
-        let mut client = TcpStream::connect(("127.0.0.1", optional_port))
-            .await
-            .unwrap();
+        let mut client = connect(&optional).await;
         let mut opening = header.to_vec();
         opening.extend_from_slice(&SSL_REQUEST);
         client.write_all(&opening).await.unwrap();

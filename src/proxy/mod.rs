@@ -119,4 +119,7 @@ pub struct Context {
     pub lifecycle: Arc<lifecycle::Lifecycle>,
     /// Connection limits.
     pub limits: Arc<limits::Limits>,
+    /// Grace period after which sessions of a route removed by a reload are
+    /// closed; `None` lets them go on.
+    pub close_removed_after: Option<Duration>,
 }

@@ -138,9 +138,16 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
             let route = routed.route;
             // Kept for the life of the session.
             let _holds = routed.holds;
-            match forward::forward(client, routed.backend, &route, routed.replayed as u64).await {
-                Ok(totals) => debug!(%route, ?totals, "session ended"),
-                Err(error) => debug!(%route, %error, "session ended with an error"),
+            let forwarding =
+                forward::forward(client, routed.backend, &route, routed.replayed as u64);
+            tokio::select! {
+                result = forwarding => match result {
+                    Ok(totals) => debug!(%route, ?totals, "session ended"),
+                    Err(error) => debug!(%route, %error, "session ended with an error"),
+                },
+                () = route_removed(context, &route) => {
+                    info!(%route, "route removed by a reload; session closed");
+                }
             }
             return;
         }
@@ -163,6 +170,28 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
         "a Postgres reply is only sent in plaintext"
     );
     send_reply(&mut client, exit.reply).await;
+}
+
+/// Completes once `route` has been missing from the table for the
+/// configured grace period after a reload; never without the option.
+async fn route_removed(context: &Context, route: &str) {
+    let Some(grace) = context.close_removed_after else {
+        return std::future::pending().await;
+    };
+    let mut generation = context.routes.subscribe();
+    loop {
+        if generation.changed().await.is_err() {
+            // The routes outlive every session; nothing to watch otherwise.
+            return std::future::pending().await;
+        }
+        if context.routes.load().has_route(route) {
+            continue;
+        }
+        tokio::time::sleep(grace).await;
+        if !context.routes.load().has_route(route) {
+            return;
+        }
+    }
 }
 
 /// The state machine: negotiate, read the hello, route, connect the backend.

@@ -15,10 +15,46 @@ pub mod watcher;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
 
 pub use file::{load, parse, LoadError, RoutesError};
 pub use table::{Resolved, RouteTable};
 
 /// The table in force, shared by every session and swapped whole on reload.
-pub type SharedTable = Arc<ArcSwap<RouteTable>>;
+#[derive(Debug)]
+pub struct Routes {
+    table: ArcSwap<RouteTable>,
+    /// Bumped on every swap, for sessions that watch their route.
+    generation: watch::Sender<u64>,
+}
+
+impl Routes {
+    /// Puts `table` in force.
+    pub fn new(table: RouteTable) -> Arc<Self> {
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(table),
+            generation: watch::Sender::new(0),
+        })
+    }
+
+    /// A snapshot of the table in force: cheap, lock-free, and unaffected
+    /// by later swaps.
+    pub fn load(&self) -> Guard<Arc<RouteTable>> {
+        self.table.load()
+    }
+
+    /// Swaps in a new table.
+    pub fn store(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    /// A receiver that changes whenever a new table is swapped in.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+/// The routes, as shared by the watcher and every session.
+pub type SharedTable = Arc<Routes>;

@@ -344,6 +344,15 @@ impl RouteTable {
         Some(self.routes[index].resolve(name.first_label()))
     }
 
+    /// Whether a route with this pattern (as in [`Resolved::route`]) is in
+    /// the table.
+    pub fn has_route(&self, pattern: &str) -> bool {
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.contains_key(suffix),
+            None => self.exact.contains_key(pattern),
+        }
+    }
+
     /// The route for a hello that carries no server name, if one is marked
     /// `default`.
     pub fn lookup_default(&self) -> Option<Resolved> {
@@ -406,6 +415,15 @@ mod tests {
             .lookup(&name("special.data-1.use1.example.com"))
             .unwrap();
         assert_eq!(resolved.backends, ["[::1]:6000"]);
+    }
+
+    #[test]
+    fn has_route_by_pattern() {
+        let table = table();
+        assert!(table.has_route("alpha.db.example.com"));
+        assert!(table.has_route("*.data-1.use1.example.com"));
+        assert!(!table.has_route("beta.db.example.com"));
+        assert!(!table.has_route("*.db.example.com"));
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! (network filesystems, a directory that is itself replaced).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -73,7 +72,7 @@ impl Reloader {
                 Ok((table, bytes)) => {
                     info!(path = %self.path.display(), routes = table.len(), "routes reloaded");
                     ::metrics::gauge!(ROUTES).set(table.len() as f64);
-                    self.table.store(Arc::new(table));
+                    self.table.store(table);
                     self.current = bytes;
                     ReloadResult::Ok
                 }
@@ -183,8 +182,7 @@ async fn recv_hangup(_: &mut Hangup) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::RouteTable;
-    use arc_swap::ArcSwap;
+    use crate::routing::{RouteTable, Routes};
 
     const ONE: &str = "[[route]]\nserver_name = \"a.example.com\"\nbackends = [\"127.0.0.1:1\"]\n";
     const TWO: &str = "[[route]]\nserver_name = \"a.example.com\"\nbackends = [\"127.0.0.1:1\"]\n\
@@ -196,7 +194,7 @@ mod tests {
         let path = dir.path().join("routes.toml");
         std::fs::write(&path, ONE).unwrap();
         let (table, bytes) = file::load(&path).unwrap();
-        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
+        let shared: SharedTable = Routes::new(table);
         let mut reloader = Reloader::new(path.clone(), shared.clone(), bytes);
 
         assert_eq!(reloader.reload(), ReloadResult::Unchanged);
@@ -223,7 +221,7 @@ mod tests {
         let path = dir.path().join("routes.toml");
         std::fs::write(&path, ONE).unwrap();
         let (table, bytes) = file::load(&path).unwrap();
-        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
+        let shared: SharedTable = Routes::new(table);
         let reloader = Reloader::new(path.clone(), shared.clone(), bytes);
         let task = tokio::spawn(watch(reloader, Duration::from_secs(3600)));
         // Give the watcher a moment to register before the change.

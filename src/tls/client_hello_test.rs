@@ -2,7 +2,7 @@ use super::*;
 use crate::tls::server_name::{HostName, NameError};
 use crate::tls::test_util::*;
 
-/// Captured once from rustls by `regenerate_testdata` (below): SNI
+/// Made once from rustls by `regenerate_testdata` (below): SNI
 /// `alpha.db.example.com`, ALPN `postgresql`, one record.
 const CAPTURED_ALPN: &[u8] = include_bytes!("testdata/rustls_alpn.bin");
 /// SNI `beta.db.example.com`, no ALPN, one record.
@@ -12,29 +12,63 @@ const CAPTURED_NO_ALPN: &[u8] = include_bytes!("testdata/rustls_no_alpn.bin");
 /// inside the handshake header.
 const CAPTURED_FRAGMENTED: &[u8] = include_bytes!("testdata/rustls_fragmented.bin");
 
-/// Where the captures live, for `regenerate_testdata` and the fuzz seeds.
+/// Where the hellos live; `testdata/README.md` says where each comes from.
 const TESTDATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata");
-const FUZZ_SEEDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/client_hello");
 
-/// Rewrites the captured hellos and the fuzz seeds made from them. Run by
-/// hand, then review the diff:
+/// Every hello in `testdata/`: its file, the server name and ALPN offer in
+/// it, and how many records carry it.
+const TESTDATA: &[(&str, &str, &[&[u8]], usize)] = &[
+    ("psql15_openssl30.bin", SERVER_NAME, &[], 1),
+    (
+        "psycopg_libpq18_openssl35.bin",
+        SERVER_NAME,
+        &[POSTGRESQL],
+        1,
+    ),
+    (
+        "psycopg_libpq18_openssl35_direct.bin",
+        SERVER_NAME,
+        &[POSTGRESQL],
+        1,
+    ),
+    ("tokio_postgres_rustls.bin", SERVER_NAME, &[POSTGRESQL], 1),
+    (
+        "tokio_postgres_rustls_direct.bin",
+        SERVER_NAME,
+        &[POSTGRESQL],
+        1,
+    ),
+    ("s_client_openssl30.bin", SERVER_NAME, &[], 1),
+    ("s_client_openssl30_alpn.bin", SERVER_NAME, &[POSTGRESQL], 1),
+    ("rustls_alpn.bin", SERVER_NAME, &[POSTGRESQL], 1),
+    ("rustls_no_alpn.bin", "beta.db.example.com", &[], 1),
+    ("rustls_fragmented.bin", SERVER_NAME, &[POSTGRESQL], 5),
+    ("multi_record_pq.bin", SERVER_NAME, &[POSTGRESQL], 4),
+    ("grease_ech.bin", "public.db.example.com", &[POSTGRESQL], 1),
+];
+
+/// Rewrites the hellos made in-process: the rustls ones, the GREASE and ECH
+/// one, and the multi-record one re-framed from a capture. Run by hand, then
+/// review the diff (and regenerate the fuzz seeds, see `tests/fuzz_seeds.rs`):
 /// `cargo test --lib regenerate_testdata -- --ignored`.
 #[test]
-#[ignore = "rewrites src/tls/testdata and fuzz/seeds"]
+#[ignore = "rewrites src/tls/testdata"]
 fn regenerate_testdata() {
     let alpn = rustls_hello(SERVER_NAME, &[POSTGRESQL]);
     let fragmented = records_split_at(&handshake_message(&alpn), &[2, 3, 1, 64]);
     let no_alpn = rustls_hello("beta.db.example.com", &[]);
-    std::fs::create_dir_all(FUZZ_SEEDS_DIR).unwrap();
+    // A client with a 512-byte maximum fragment length sends its
+    // post-quantum hello in four records.
+    let pq = std::fs::read(format!("{TESTDATA_DIR}/psycopg_libpq18_openssl35.bin")).unwrap();
+    let multi_record = records_of(&handshake_message(&pq), 512);
     for (name, bytes) in [
         ("rustls_alpn.bin", alpn),
         ("rustls_no_alpn.bin", no_alpn),
         ("rustls_fragmented.bin", fragmented),
+        ("multi_record_pq.bin", multi_record),
+        ("grease_ech.bin", grease_ech_hello()),
     ] {
-        std::fs::write(format!("{TESTDATA_DIR}/{name}"), &bytes).unwrap();
-        // The fuzz target takes a split point first: split in the middle.
-        let seed = [&[0x80][..], &bytes].concat();
-        std::fs::write(format!("{FUZZ_SEEDS_DIR}/{name}"), seed).unwrap();
+        std::fs::write(format!("{TESTDATA_DIR}/{name}"), bytes).unwrap();
     }
 }
 
@@ -198,6 +232,93 @@ fn captured_hellos() {
         }
     );
     assert_agrees_with_rustls(CAPTURED_FRAGMENTED);
+}
+
+/// Every hello in `testdata/`, the real clients' included: read as listed in
+/// `TESTDATA`, as rustls reads it, with every prefix Incomplete, and the same
+/// in whatever records the message comes.
+#[test]
+fn testdata_hellos() {
+    let mut files: Vec<String> = std::fs::read_dir(TESTDATA_DIR)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".bin"))
+        .collect();
+    files.sort();
+    let mut listed: Vec<&str> = TESTDATA.iter().map(|(file, ..)| *file).collect();
+    listed.sort();
+    assert_eq!(files, listed, "every capture is listed in TESTDATA");
+
+    for &(file, server_name, alpn, records) in TESTDATA {
+        let input = std::fs::read(format!("{TESTDATA_DIR}/{file}")).unwrap();
+        let summary = complete(&input);
+        assert_eq!(summary.consumed, input.len(), "{file}");
+        assert_eq!(
+            summary.server_name.as_deref(),
+            Some(server_name.as_bytes()),
+            "{file}"
+        );
+        let alpn = (!alpn.is_empty()).then(|| alpn.iter().map(|p| p.to_vec()).collect());
+        assert_eq!(summary.alpn, alpn, "{file}");
+        assert_eq!(fragments_in(&input), records, "{file}");
+        assert_agrees_with_rustls(&input);
+        assert_prefixes_incomplete(&input);
+
+        let message = handshake_message(&input);
+        for chunk in [1, 2, 7, 100, 512] {
+            let reframed = records_of(&message, chunk);
+            if reframed.len() > MAX_CLIENT_HELLO_BYTES {
+                assert_eq!(locate(&reframed), Err(HelloError::TooLarge), "{file}");
+                continue;
+            }
+            let expected = Summary {
+                consumed: reframed.len(),
+                ..summary.clone()
+            };
+            assert_eq!(
+                complete(&reframed),
+                expected,
+                "{file} in {chunk}-byte records"
+            );
+        }
+    }
+}
+
+/// How many records `input` holds.
+fn fragments_in(mut input: &[u8]) -> usize {
+    let mut count = 0;
+    while let [_, _, _, hi, lo, rest @ ..] = input {
+        input = &rest[usize::from(u16::from_be_bytes([*hi, *lo]))..];
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn post_quantum_hello_is_the_real_thing() {
+    // psycopg's bundled OpenSSL 3.5 offers X25519MLKEM768 (group 0x11ec)
+    // with its 1216-byte key share, then X25519.
+    let input = std::fs::read(format!("{TESTDATA_DIR}/psycopg_libpq18_openssl35.bin")).unwrap();
+    assert!(input.windows(4).any(|w| w == [0x11, 0xec, 0x04, 0xc0]));
+    assert!(input.len() > 1500);
+    // The same message in the multi-record hello.
+    let multi = std::fs::read(format!("{TESTDATA_DIR}/multi_record_pq.bin")).unwrap();
+    assert_eq!(handshake_message(&multi), handshake_message(&input));
+}
+
+#[test]
+fn grease_and_ech_outer_hello() {
+    let input = std::fs::read(format!("{TESTDATA_DIR}/grease_ech.bin")).unwrap();
+    assert_eq!(input, grease_ech_hello());
+    let mut scratch = Vec::new();
+    let hello = read_client_hello(&input, &mut scratch).unwrap().unwrap();
+    assert!(hello.offers_ech());
+    assert_eq!(hello.server_name(), Some(&b"public.db.example.com"[..]));
+    for other in ["psql15_openssl30.bin", "psycopg_libpq18_openssl35.bin"] {
+        let input = std::fs::read(format!("{TESTDATA_DIR}/{other}")).unwrap();
+        let hello = read_client_hello(&input, &mut scratch).unwrap().unwrap();
+        assert!(!hello.offers_ech(), "{other}");
+    }
 }
 
 #[test]

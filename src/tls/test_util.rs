@@ -267,3 +267,39 @@ pub(crate) fn handshake_message_of(msg_type: u8, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// A hello as a browser-like client sends it, with GREASE (RFC 8701) and an
+/// outer `encrypted_client_hello` extension (draft-ietf-tls-esni): GREASE
+/// values among the cipher suites, extension types, versions, groups and key
+/// shares, and the ECH public name in server_name.
+pub(crate) fn grease_ech_hello() -> Vec<u8> {
+    let ech_outer = [
+        &[0x00][..],                 // ECHClientHelloType outer
+        &[0x00, 0x01, 0x00, 0x01],   // HKDF-SHA256, AES-128-GCM
+        &[0x42],                     // config_id
+        &u16_prefixed(&[0x11; 32]),  // enc: the client's HPKE share
+        &u16_prefixed(&[0x22; 208]), // payload: the encrypted inner hello
+    ]
+    .concat();
+    let key_shares = [
+        &[0x4a, 0x4a, 0x00, 0x01, 0x00][..],
+        &[0x00, 0x1d, 0x00, 0x20],
+        &[7; 32],
+    ]
+    .concat();
+    HelloBuilder {
+        session_id: vec![0x33; 32],
+        cipher_suites: vec![0x6a, 0x6a, 0x13, 0x01, 0x13, 0x02, 0xc0, 0x2f],
+        ..HelloBuilder::default()
+    }
+    .extension(0x0a0a, &[])
+    .sni(b"public.db.example.com")
+    .extension(43, &[6, 0x7a, 0x7a, 0x03, 0x04, 0x03, 0x03])
+    .extension(10, &u16_prefixed(&[0x4a, 0x4a, 0x00, 0x1d, 0x00, 0x17]))
+    .extension(13, &[0, 4, 0x04, 0x03, 0x08, 0x04])
+    .extension(51, &u16_prefixed(&key_shares))
+    .alpn(&[POSTGRESQL])
+    .extension(0xfe0d, &ech_outer)
+    .extension(0xfafa, &[0])
+    .record()
+}

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::postgres::free_port;
-
 /// A running `pgsni serve`, killed on drop. Its log goes to a file that tests
 /// may read.
 pub struct Broker {
@@ -35,7 +33,7 @@ impl Broker {
 
     /// Starts the broker on an existing routes file path inside `dir`.
     pub fn spawn(dir: tempfile::TempDir, routes_path: &Path, extra: &[&str]) -> Broker {
-        Self::spawn_on(free_port(), dir, routes_path, extra)
+        Self::launch(None, dir, routes_path, extra)
     }
 
     /// Like [`Broker::spawn`], on a given client port (which another broker
@@ -46,12 +44,26 @@ impl Broker {
         routes_path: &Path,
         extra: &[&str],
     ) -> Broker {
-        let metrics_port = free_port();
-        let log = std::fs::File::create(dir.path().join("pgsni.log")).expect("create log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgsni"))
+        Self::launch(Some(port), dir, routes_path, extra)
+    }
+
+    fn launch(
+        port: Option<u16>,
+        dir: tempfile::TempDir,
+        routes_path: &Path,
+        extra: &[&str],
+    ) -> Broker {
+        // The broker picks its own free ports (port 0) and the test reads
+        // them from its log: ports found free beforehand could be taken by a
+        // parallel test, and with SO_REUSEPORT two brokers would then share
+        // one silently.
+        let log_path = dir.path().join("pgsni.log");
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgsni"))
             .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--listen", &format!("127.0.0.1:{}", port.unwrap_or(0))])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
             .arg("--routes")
             .arg(routes_path)
             .args(extra)
@@ -61,30 +73,30 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("start the pgsni binary");
-        let mut broker = Broker {
-            child,
-            port,
-            metrics_port,
-            dir,
-        };
-        broker.wait_ready();
-        broker
-    }
-
-    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.try_wait().expect("poll pgsni") {
-                panic!("pgsni exited early with {status}:\n{}", self.log());
+            if let Some(status) = child.try_wait().expect("poll pgsni") {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("pgsni exited early with {status}:\n{log}");
             }
-            let up = |port| TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok();
-            if up(self.port) && up(self.metrics_port) {
-                return;
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let ports = (
+                logged_port(&log, "accepting Postgres clients"),
+                logged_port(&log, "metrics and health endpoint listening"),
+            );
+            if let (Some(port), Some(metrics_port)) = ports {
+                if probe(metrics_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                    return Broker {
+                        child,
+                        port,
+                        metrics_port,
+                        dir,
+                    };
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "pgsni did not start listening:\n{}",
-                self.log()
+                "pgsni did not become ready:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -119,14 +131,7 @@ impl Broker {
 
     /// The whole HTTP response to `GET path` on the metrics port.
     pub fn http_get(&self, path: &str) -> String {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("connect to metrics");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: pgsni\r\n\r\n").expect("send request");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("read metrics response");
-        response
+        probe(self.metrics_port, path).expect("the metrics endpoint answers")
     }
 
     /// Waits for the process to exit on its own and returns its status.
@@ -188,6 +193,25 @@ impl Drop for Broker {
             eprintln!("--- pgsni log ---\n{}", self.log());
         }
     }
+}
+
+/// The port in the `addr` field of the first JSON log line whose message is
+/// `message`.
+fn logged_port(log: &str, message: &str) -> Option<u16> {
+    let line = log
+        .lines()
+        .find(|line| line.contains(&format!("\"message\":\"{message}\"")))?;
+    let addr = line.split("\"addr\":\"").nth(1)?.split('"').next()?;
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// `GET path` on 127.0.0.1:`port`, or `None` if nothing answers.
+fn probe(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: pgsni\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
 }
 
 /// A routes file with one exact route per `(server_name, backend)` pair.
