@@ -4,6 +4,8 @@
 //! - [`postgres`]: real PostgreSQL 15 tenant servers ([`PgCluster`]) with TLS
 //!   on, plus client helpers (`psql`, tokio-postgres over rustls).
 //! - [`broker`]: the real `pgsni` binary started for one test.
+//! - [`pg18`]: where the PostgreSQL 18 server binaries are (direct-TLS
+//!   clients with libpq 17+ need a server that negotiates ALPN).
 //!
 //! Every integration-test binary includes this with `mod common;`; not every
 //! binary uses every helper, hence the module-wide `dead_code` allowance.
@@ -13,6 +15,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod pg18;
 pub mod postgres;
 
 pub use certs::{root_store_from_pem, LeafFiles, TestPki};

@@ -3,8 +3,10 @@
 //! # Binaries
 //!
 //! Server binaries come from `$PGSNI_PG_BINDIR` if set, else
-//! `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`. The `psql` client
-//! used by [`psql`] is the one on `PATH`.
+//! `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`;
+//! [`PgCluster::start_with_bindir`] takes another server's bindir (e.g. a
+//! PostgreSQL 18 next to the suite's 15). The `psql` client used by [`psql`]
+//! is the one on `PATH`.
 //!
 //! # Running as root
 //!
@@ -17,12 +19,13 @@
 //! `initdb` takes a second or two, so it runs at most once per machine and
 //! configuration: the initialised data directory is kept at
 //! `$TMPDIR/pgsni-pg-template-<hash>/data`, where the hash covers the server
-//! version, the bindir, the `initdb` options, the password and the owner uid.
+//! version, the bindir, the `initdb` options, the password and the owner uid
+//! (so servers from different bindirs get different templates).
 //! It is built in a private staging directory and published with an atomic
 //! `rename`, so concurrent test processes either reuse a complete template or
 //! race to publish identical ones (the loser discards its copy). A template
 //! that fails validation (e.g. half-removed by a tmp cleaner) is moved aside
-//! and rebuilt. Within one process a `OnceLock` resolves the template once.
+//! and rebuilt. Within one process each bindir's template is resolved once.
 //! Each [`PgCluster`] then copies it with `cp -a` and writes its own
 //! `postgresql.conf` additions, `pg_hba.conf`, certificate and key.
 //! `rm -rf $TMPDIR/pgsni-pg-template-*` clears the cache.
@@ -38,6 +41,7 @@
 //! gone it sends the postmaster `SIGQUIT` and removes the directory.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -46,7 +50,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::config::{SslMode, SslNegotiation};
@@ -112,6 +116,8 @@ const LIBPQ_ENV: &[&str] = &[
 pub struct PgCluster {
     name: String,
     port: u16,
+    /// The directory of the server binaries this cluster runs.
+    bindir: PathBuf,
     base: PathBuf,
     postmaster: Option<Child>,
     watchdog: Option<Child>,
@@ -126,6 +132,14 @@ impl PgCluster {
     /// allowing only TLS (scram-sha-256) over TCP and trust over its unix
     /// socket. Panics with the server log if it does not come up.
     pub fn start(name: &str, leaf: &LeafFiles) -> PgCluster {
+        Self::start_with_bindir(name, leaf, bindir())
+    }
+
+    /// Like [`PgCluster::start`], running the server binaries (`initdb`,
+    /// `postgres`) found in `bindir` instead of the suite's default ones.
+    /// [`PgCluster::psql_local`] still uses the default bindir's `psql`,
+    /// which talks to newer servers over the unix socket just as well.
+    pub fn start_with_bindir(name: &str, leaf: &LeafFiles, bindir: &Path) -> PgCluster {
         assert!(
             !name.is_empty()
                 && name.len() <= 63
@@ -134,7 +148,12 @@ impl PgCluster {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
             "invalid cluster name {name:?}"
         );
-        let template = template_data_dir();
+        assert!(
+            bindir.join("postgres").is_file() && bindir.join("initdb").is_file(),
+            "{} has no postgres/initdb binaries",
+            bindir.display()
+        );
+        let template = template_data_dir(bindir);
 
         // Keep the path short: the socket path must fit in 107 bytes.
         let short: String = name.chars().take(16).collect();
@@ -147,6 +166,7 @@ impl PgCluster {
         let mut cluster = PgCluster {
             name: name.to_string(),
             port: 0,
+            bindir: bindir.to_path_buf(),
             base,
             postmaster: None,
             watchdog: None,
@@ -219,7 +239,7 @@ impl PgCluster {
                 .open(self.log_path())
                 .expect("open server log");
             give_to_server_user(&self.log_path(), 0o644);
-            let child = pg_cmd("postgres")
+            let child = pg_cmd(&self.bindir, "postgres")
                 .arg("-D")
                 .arg(self.data_dir())
                 .stdout(log.try_clone().expect("clone log fd"))
@@ -528,10 +548,10 @@ fn bindir() -> &'static Path {
     })
 }
 
-/// A command running server binary `program`, as the `postgres` user when
-/// the tests run as root.
-fn pg_cmd(program: &str) -> Command {
-    let exe = bindir().join(program);
+/// A command running server binary `program` from `bindir`, as the
+/// `postgres` user when the tests run as root.
+fn pg_cmd(bindir: &Path, program: &str) -> Command {
+    let exe = bindir.join(program);
     let mut cmd = if os::is_root() {
         assert!(
             os::postgres_ids().is_some(),
@@ -567,10 +587,16 @@ fn check(out: &Output, what: &str) {
 // Template data directory
 // ---------------------------------------------------------------------------
 
-/// The shared, initdb'd template data directory (built on first use).
-fn template_data_dir() -> &'static Path {
-    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
-    TEMPLATE.get_or_init(build_or_reuse_template)
+/// The shared, initdb'd template data directory for the server in `bindir`
+/// (built on first use).
+fn template_data_dir(bindir: &Path) -> PathBuf {
+    static TEMPLATES: Mutex<BTreeMap<PathBuf, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held while building, so that one process builds each template once.
+    let mut templates = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
+    templates
+        .entry(bindir.to_path_buf())
+        .or_insert_with(|| build_or_reuse_template(bindir))
+        .clone()
 }
 
 /// The uid that owns server files: `postgres` when root, else ourselves.
@@ -582,8 +608,8 @@ fn server_uid() -> u32 {
     }
 }
 
-fn build_or_reuse_template() -> PathBuf {
-    let out = Command::new(bindir().join("postgres"))
+fn build_or_reuse_template(bindir: &Path) -> PathBuf {
+    let out = Command::new(bindir.join("postgres"))
         .arg("--version")
         .output()
         .expect("run postgres --version");
@@ -591,7 +617,7 @@ fn build_or_reuse_template() -> PathBuf {
     let mut hasher = DefaultHasher::new();
     TEMPLATE_FORMAT.hash(&mut hasher);
     out.stdout.hash(&mut hasher);
-    bindir().hash(&mut hasher);
+    bindir.hash(&mut hasher);
     INITDB_ARGS.hash(&mut hasher);
     PG_PASSWORD.hash(&mut hasher);
     server_uid().hash(&mut hasher);
@@ -619,7 +645,7 @@ fn build_or_reuse_template() -> PathBuf {
         give_to_server_user(staging.path(), 0o755);
         let pwfile = staging.path().join("pwfile");
         write_server_file(&pwfile, &format!("{PG_PASSWORD}\n"), 0o600);
-        let out = pg_cmd("initdb")
+        let out = pg_cmd(bindir, "initdb")
             .arg("-D")
             .arg(staging.path().join("data"))
             .arg(format!("--pwfile={}", pwfile.display()))
