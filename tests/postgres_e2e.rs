@@ -491,3 +491,40 @@ fn psql_ctrl_c_cancels_through_the_broker() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_session_is_seen_promptly_and_freed() {
+    let tenants = tokio::task::spawn_blocking(Tenants::start).await.unwrap();
+    let broker = Broker::start(&tenants.routes());
+    let ca = tenants.pki.ca_pem().as_bytes().to_vec();
+    let client = tokio_pg_connect(ALPHA, broker.port, &ca, false)
+        .await
+        .unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let active = r#"pgsni_active_connections{route="alpha.db.example.com"}"#;
+    assert_eq!(broker.metric(active), 1.0);
+
+    // The tenant's backend process dies without a goodbye.
+    let killed = Instant::now();
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let result = tokio::time::timeout(Duration::from_secs(5), client.query_one("SELECT 1", &[]))
+        .await
+        .expect("the client must see the close promptly, not hang");
+    assert!(result.is_err(), "the session is gone");
+    assert!(killed.elapsed() < Duration::from_secs(5));
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.metric(active) != 0.0 {
+        assert!(Instant::now() < deadline, "the session was not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tenants);
+}

@@ -731,3 +731,93 @@ async fn global_and_rate_limits() {
         "only {refusals} of 10 rapid connections refused"
     );
 }
+
+/// A minimal ClientHello whose SNI is exactly `name`, whatever its bytes:
+/// what rustls would never send, a hostile client can.
+fn raw_hello(name: &[u8]) -> Vec<u8> {
+    let mut sni = Vec::new();
+    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut extensions = vec![0, 0];
+    extensions.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&sni);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut message = vec![1, 0];
+    message.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    message.extend_from_slice(&body);
+    let mut record = vec![0x16, 3, 1];
+    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    record.extend_from_slice(&message);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_server_names_never_become_addresses() {
+    let mut backend = FakeBackend::start(b'S', Vec::new()).await;
+    let port = backend.address.rsplit_once(':').unwrap().1.to_owned();
+    // The template could be abused if the captured label were not checked:
+    // "{1}" lands in the middle of an address.
+    let label = "a".repeat(63);
+    let tail = format!("{label}.{label}.{label}.example.org");
+    let long_name = format!("{}.{tail}", "b".repeat(253 - tail.len() - 1));
+    assert_eq!(long_name.len(), 253);
+    let routes = format!(
+        "[[route]]\nserver_name = \"*.example.com\"\nbackends = [\"127.0.0.{{1}}:{port}\"]\n\n\
+         [[route]]\nserver_name = \"{long_name}\"\nbackends = [\"{}\"]\n",
+        backend.address
+    );
+    let broker = Broker::start(&routes);
+
+    // Names that are valid (after normalisation) are routed.
+    for name in [
+        &b"1.example.com"[..],
+        b"1.EXAMPLE.com.",
+        long_name.as_bytes(),
+    ] {
+        let mut client = connect(&broker).await;
+        client.write_all(&SSL_REQUEST).await.unwrap();
+        let mut answer = [0u8; 1];
+        client.read_exact(&mut answer).await.unwrap();
+        let hello = raw_hello(name);
+        client.write_all(&hello).await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(
+            backend.next().await.after_s,
+            hello,
+            "{}",
+            name.escape_ascii()
+        );
+    }
+
+    // Everything else is refused with unrecognized_name, reaching nothing.
+    let too_long = format!("c{long_name}");
+    let hostile: Vec<&[u8]> = vec![
+        b"1:6379.example.com",
+        b"1/etc.example.com",
+        b"user@1.example.com",
+        b"%31.example.com",
+        b"1 .example.com",
+        b"1\0.example.com",
+        "\u{e9}.example.com".as_bytes(),
+        b"..example.com",
+        b"1..example.com",
+        too_long.as_bytes(),
+    ];
+    for name in &hostile {
+        let refusal = tls_refusal(&broker, &raw_hello(name)).await;
+        assert_eq!(refusal, alert(112), "{}", name.escape_ascii());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(backend.saw_nothing(), "a hostile name reached a backend");
+    broker.wait_for_metric(
+        r#"pgsni_connections_total{outcome="invalid_server_name"}"#,
+        hostile.len() as f64,
+        Duration::from_secs(5),
+    );
+}
