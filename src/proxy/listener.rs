@@ -49,7 +49,15 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>) {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
                 // `client` differs from `peer` behind a PROXY-protocol load balancer.
-                let span = tracing::info_span!("conn", %peer, client = tracing::field::Empty);
+                // server_name and route are recorded once known, so that
+                // every line about this connection carries them.
+                let span = tracing::info_span!(
+                    "conn",
+                    %peer,
+                    client = tracing::field::Empty,
+                    server_name = tracing::field::Empty,
+                    route = tracing::field::Empty,
+                );
                 tokio::spawn(session::run(stream, peer, context.clone()).instrument(span));
             }
             Err(error) => {

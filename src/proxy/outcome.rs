@@ -87,6 +87,22 @@ impl Outcome {
         }
     }
 
+    /// Whether a refusal is worth a line at the default log level: what a
+    /// tenant or an operator would look for. Garbage, timeouts and probes
+    /// stay at debug, so that a flood of them cannot flood the log.
+    pub fn is_notable(self) -> bool {
+        !matches!(
+            self,
+            Self::BadRequest
+                | Self::CancelRequest
+                | Self::BadClientHello
+                | Self::HandshakeTimeout
+                | Self::ClientClosed
+                | Self::IoError
+                | Self::HealthCheck
+        )
+    }
+
     /// Counts one connection with this outcome.
     pub fn record(self) {
         ::metrics::counter!(CONNECTIONS_TOTAL, "outcome" => self.as_str()).increment(1);

@@ -165,6 +165,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
         }
     };
     exit.outcome.record();
+    if exit.outcome.is_notable() {
+        info!(outcome = exit.outcome.as_str(), "connection refused");
+    } else {
+        debug!(
+            outcome = exit.outcome.as_str(),
+            "connection closed during start-up"
+        );
+    }
     debug_assert!(
         !matches!(exit.reply, Reply::Postgres(_)) || !phase.tls_started(),
         "a Postgres reply is only sent in plaintext"
@@ -224,17 +232,18 @@ async fn start_up(
     *phase = Phase::ReadHello;
     let name = read_hello(client, &mut buf, negotiation).await?;
 
+    let span = tracing::Span::current();
+    if let Some(name) = &name {
+        span.record("server_name", name.as_str());
+    }
     *phase = Phase::Route;
     let resolved = route(context, name.as_ref())?;
-    let name = match &name {
-        Some(name) => name.as_str(),
-        None => "(none)",
-    };
+    span.record("route", &*resolved.route);
     let route_slot = context
         .limits
         .admit_route(&resolved.route, resolved.max_connections)
         .map_err(|limit| {
-            info!(server_name = %name, route = %resolved.route, "route connection limit reached");
+            debug!("route connection limit reached");
             Exit::new(limit.into(), Reply::Alert(AlertDescription::InternalError))
         })?;
 
@@ -250,7 +259,7 @@ async fn start_up(
     )
     .await
     else {
-        warn!(server_name = %name, route = %resolved.route, "no backend available");
+        warn!("no backend available");
         return Err(Exit::new(
             Outcome::BackendUnavailable,
             Reply::Alert(AlertDescription::InternalError),
@@ -259,15 +268,15 @@ async fn start_up(
     // The ClientHello, exactly as received, is the first thing the backend
     // sees after its `S`.
     if let Err(error) = backend.write_all(&buf).await {
-        warn!(server_name = %name, backend = %address, %error, "backend failed while receiving the ClientHello");
+        warn!(backend = %address, %error, "backend failed while receiving the ClientHello");
         return Err(Exit::new(
             Outcome::BackendUnavailable,
             Reply::Alert(AlertDescription::InternalError),
         ));
     }
-    debug!(server_name = %name, route = %resolved.route, backend = %address, ?negotiation, "routed");
+    debug!(backend = %address, ?negotiation, "routed");
     let backend_addr = backend.peer_addr().map_err(|error| {
-        warn!(server_name = %name, backend = %address, %error, "backend connection lost");
+        warn!(backend = %address, %error, "backend connection lost");
         Exit::new(
             Outcome::BackendUnavailable,
             Reply::Alert(AlertDescription::InternalError),
@@ -338,14 +347,13 @@ fn route(context: &Context, name: Option<&HostName>) -> Result<Resolved, Exit> {
     let routes = context.routes.load();
     match name {
         Some(name) => routes.lookup(name).ok_or_else(|| {
-            info!(server_name = %name, "unknown server name");
             Exit::new(
                 Outcome::UnknownServerName,
                 Reply::Alert(AlertDescription::UnrecognizedName),
             )
         }),
         None => routes.lookup_default().ok_or_else(|| {
-            info!("ClientHello without a server name, and no default route");
+            debug!("ClientHello without a server name, and no default route");
             Exit::new(
                 Outcome::NoServerName,
                 Reply::Alert(AlertDescription::UnrecognizedName),
@@ -472,7 +480,7 @@ async fn read_hello(
             }
         };
         if negotiation == Negotiation::Direct && !hello.offers_alpn(ALPN_POSTGRESQL) {
-            info!("direct TLS without ALPN \"postgresql\"");
+            debug!("direct TLS without ALPN \"postgresql\"");
             return Err(Exit::new(
                 Outcome::NoApplicationProtocol,
                 Reply::Alert(AlertDescription::NoApplicationProtocol),
