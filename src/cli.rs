@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
 use crate::proxy::cancel::CancelRegistry;
+use crate::proxy::fallback::Fallback;
 use crate::proxy::lifecycle::Lifecycle;
 use crate::proxy::limits::{LimitConfig, Limits};
 use crate::proxy::{listener, Context, ProxyProtocol, SocketOptions, Timeouts};
@@ -97,6 +98,16 @@ pub struct ServeArgs {
     /// TCP keepalive idle time on client and backend sockets, or `off`.
     #[arg(long, value_name = "DURATION|off", default_value = "60s", value_parser = parse_keepalive)]
     pub tcp_keepalive: Keepalive,
+
+    /// The broker's own certificate (PEM), used only to tell clients refused
+    /// after TLS has begun what happened, in a Postgres error; without it
+    /// they get a TLS alert. Needs --fallback-key.
+    #[arg(long, value_name = "FILE", requires = "fallback_key")]
+    pub fallback_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --fallback-cert.
+    #[arg(long, value_name = "FILE", requires = "fallback_cert")]
+    pub fallback_key: Option<PathBuf>,
 
     /// Close sessions whose route a reload removed, this long after the
     /// reload; by default they go on until they end by themselves.
@@ -255,6 +266,10 @@ pub async fn serve(
     let (table, bytes) = routing::load(&args.routes).context("cannot load the routes file")?;
     info!(path = %args.routes.display(), routes = table.len(), "routes loaded");
     let table = Routes::new(table);
+    let fallback = match (&args.fallback_cert, &args.fallback_key) {
+        (Some(cert), Some(key)) => Some(Fallback::load(cert, key)?),
+        _ => None,
+    };
 
     let lifecycle = Lifecycle::new();
     let nonzero = |n: usize| (n > 0).then_some(n);
@@ -303,6 +318,7 @@ pub async fn serve(
         lifecycle: lifecycle.clone(),
         limits: limits.clone(),
         close_removed_after: args.close_removed_after,
+        fallback,
     };
     let mut accepting = tokio::task::JoinSet::new();
     for spec in &args.listen {

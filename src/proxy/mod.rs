@@ -5,6 +5,7 @@
 //!   ClientHello, route, connect the backend, forward.
 //! - [`backend`]: connecting to a tenant and doing its SSLRequest exchange.
 //! - [`cancel`]: forwarding plaintext CancelRequests by client address.
+//! - [`fallback`]: refusals a person can read, in the broker's own TLS.
 //! - [`forward`]: copying the encrypted bytes in both directions.
 //! - [`lifecycle`]: readiness, live sessions, and draining on shutdown.
 //! - [`limits`]: connection limits for the broker, routes and addresses.
@@ -12,6 +13,7 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod fallback;
 pub mod forward;
 pub mod lifecycle;
 pub mod limits;
@@ -122,4 +124,7 @@ pub struct Context {
     /// Grace period after which sessions of a route removed by a reload are
     /// closed; `None` lets them go on.
     pub close_removed_after: Option<Duration>,
+    /// The broker's own certificate for readable refusals after TLS has
+    /// begun; `None` answers those with bare alerts.
+    pub fallback: Option<fallback::Fallback>,
 }

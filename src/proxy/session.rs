@@ -62,7 +62,7 @@ impl Phase {
 }
 
 /// What the client is told when its start-up is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// Close without a word: the client is gone or said nothing we can
     /// answer.
@@ -71,10 +71,14 @@ pub enum Reply {
     Postgres(Refusal),
     /// A fatal TLS alert (once TLS has begun).
     Alert(AlertDescription),
+    /// Once TLS has begun with a hello pgsni understood: the refusal inside
+    /// the broker's own TLS session where a fallback certificate is
+    /// configured, the alert otherwise.
+    Tls(AlertDescription, Refusal),
 }
 
 /// How a start-up ended without reaching forwarding.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Exit {
     /// The metric outcome.
     pub outcome: Outcome,
@@ -128,9 +132,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
         debug!(%peer, %error, "cannot set socket options on client socket");
     }
     let mut phase = Phase::Negotiate;
+    // Everything read during start-up, bounded by the parsers' caps; kept
+    // here so that a refusal in the broker's own TLS can replay the hello.
+    let mut buf = Vec::with_capacity(1024);
     let deadline = accepted + context.timeouts.handshake;
-    let started =
-        tokio::time::timeout_at(deadline, start_up(&mut client, peer, context, &mut phase));
+    let started = tokio::time::timeout_at(
+        deadline,
+        start_up(&mut client, peer, context, &mut phase, &mut buf),
+    );
     let exit = match started.await {
         Ok(Ok(routed)) => {
             Outcome::Routed.record();
@@ -177,7 +186,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
         !matches!(exit.reply, Reply::Postgres(_)) || !phase.tls_started(),
         "a Postgres reply is only sent in plaintext"
     );
-    send_reply(&mut client, exit.reply).await;
+    send_reply(client, exit.reply, &buf, context).await;
 }
 
 /// Completes once `route` has been missing from the table for the
@@ -208,20 +217,18 @@ async fn start_up(
     peer: SocketAddr,
     context: &Context,
     phase: &mut Phase,
+    buf: &mut Vec<u8>,
 ) -> Result<Routed, Exit> {
-    // One buffer for the whole start-up, bounded by the larger of the two caps.
-    let mut buf = Vec::with_capacity(1024);
-    let (peer, destination) =
-        read_proxy_header(client, peer, context.proxy_protocol, &mut buf).await?;
+    let (peer, destination) = read_proxy_header(client, peer, context.proxy_protocol, buf).await?;
     // Admission, now that the client's address is known (even behind a load
     // balancer). The slot is held until the session is routed.
     let admission = context.limits.admit(peer.ip(), context.lifecycle.active());
     let negotiation = match &admission {
-        Ok(_slot) => negotiate(client, peer, context, &mut buf, None).await?,
+        Ok(_slot) => negotiate(client, peer, context, buf, None).await?,
         // Over a limit, wait only briefly for the first packet: just long
         // enough to refuse in the form the client understands.
         Err(limit) => {
-            let refusing = negotiate(client, peer, context, &mut buf, Some(*limit));
+            let refusing = negotiate(client, peer, context, buf, Some(*limit));
             match tokio::time::timeout(REFUSAL_GRACE, refusing).await {
                 Ok(negotiated) => negotiated?,
                 Err(_) => return Err(Exit::silent((*limit).into())),
@@ -230,7 +237,7 @@ async fn start_up(
     };
 
     *phase = Phase::ReadHello;
-    let name = read_hello(client, &mut buf, negotiation).await?;
+    let name = read_hello(client, buf, negotiation).await?;
 
     let span = tracing::Span::current();
     if let Some(name) = &name {
@@ -244,7 +251,13 @@ async fn start_up(
         .admit_route(&resolved.route, resolved.max_connections)
         .map_err(|limit| {
             debug!("route connection limit reached");
-            Exit::new(limit.into(), Reply::Alert(AlertDescription::InternalError))
+            Exit::new(
+                limit.into(),
+                Reply::Tls(
+                    AlertDescription::InternalError,
+                    Refusal::too_many_connections(limit.reason()),
+                ),
+            )
         })?;
 
     *phase = Phase::ConnectBackend;
@@ -260,27 +273,18 @@ async fn start_up(
     .await
     else {
         warn!("no backend available");
-        return Err(Exit::new(
-            Outcome::BackendUnavailable,
-            Reply::Alert(AlertDescription::InternalError),
-        ));
+        return Err(backend_unavailable(&resolved.route));
     };
     // The ClientHello, exactly as received, is the first thing the backend
     // sees after its `S`.
-    if let Err(error) = backend.write_all(&buf).await {
+    if let Err(error) = backend.write_all(buf).await {
         warn!(backend = %address, %error, "backend failed while receiving the ClientHello");
-        return Err(Exit::new(
-            Outcome::BackendUnavailable,
-            Reply::Alert(AlertDescription::InternalError),
-        ));
+        return Err(backend_unavailable(&resolved.route));
     }
     debug!(backend = %address, ?negotiation, "routed");
     let backend_addr = backend.peer_addr().map_err(|error| {
         warn!(backend = %address, %error, "backend connection lost");
-        Exit::new(
-            Outcome::BackendUnavailable,
-            Reply::Alert(AlertDescription::InternalError),
-        )
+        backend_unavailable(&resolved.route)
     })?;
     let cancel_target = CancelTarget {
         addr: backend_addr,
@@ -341,6 +345,17 @@ async fn read_proxy_header(
     }
 }
 
+/// Every backend of `route` failed.
+fn backend_unavailable(route: &str) -> Exit {
+    Exit::new(
+        Outcome::BackendUnavailable,
+        Reply::Tls(
+            AlertDescription::InternalError,
+            Refusal::backend_unavailable(route),
+        ),
+    )
+}
+
 /// Finds the route for `name`, or for a hello without a name the default
 /// route, if the table has one.
 fn route(context: &Context, name: Option<&HostName>) -> Result<Resolved, Exit> {
@@ -349,14 +364,17 @@ fn route(context: &Context, name: Option<&HostName>) -> Result<Resolved, Exit> {
         Some(name) => routes.lookup(name).ok_or_else(|| {
             Exit::new(
                 Outcome::UnknownServerName,
-                Reply::Alert(AlertDescription::UnrecognizedName),
+                Reply::Tls(
+                    AlertDescription::UnrecognizedName,
+                    Refusal::unknown_server_name(name.as_str()),
+                ),
             )
         }),
         None => routes.lookup_default().ok_or_else(|| {
             debug!("ClientHello without a server name, and no default route");
             Exit::new(
                 Outcome::NoServerName,
-                Reply::Alert(AlertDescription::UnrecognizedName),
+                Reply::Tls(AlertDescription::UnrecognizedName, Refusal::NO_SERVER_NAME),
             )
         }),
     }
@@ -397,7 +415,10 @@ async fn negotiate(
                 StartupPacket::DirectTls => {
                     return Err(Exit::new(
                         limit.into(),
-                        Reply::Alert(AlertDescription::InternalError),
+                        Reply::Tls(
+                            AlertDescription::InternalError,
+                            Refusal::too_many_connections(limit.reason()),
+                        ),
                     ))
                 }
                 _ => {
@@ -493,7 +514,10 @@ async fn read_hello(
             info!(server_name = %raw.escape_ascii(), %error, "invalid server name");
             Exit::new(
                 Outcome::InvalidServerName,
-                Reply::Alert(AlertDescription::UnrecognizedName),
+                Reply::Tls(
+                    AlertDescription::UnrecognizedName,
+                    Refusal::INVALID_SERVER_NAME,
+                ),
             )
         });
     }
@@ -526,12 +550,22 @@ async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Exit> {
     })
 }
 
-/// Tells the client why it is refused, then closes.
-async fn send_reply(client: &mut TcpStream, reply: Reply) {
-    let bytes = match reply {
-        Reply::Close => return,
-        Reply::Postgres(refusal) => refusal.encode().to_vec(),
-        Reply::Alert(description) => fatal_alert(description).to_vec(),
+/// Tells the client why it is refused, then closes. `received` is what the
+/// client sent since TLS began, replayed to the broker's own TLS session
+/// when a refusal is given there.
+async fn send_reply(mut client: TcpStream, reply: Reply, received: &[u8], context: &Context) {
+    let bytes = match (reply, &context.fallback) {
+        (Reply::Close, _) => return,
+        (Reply::Postgres(refusal), _) => refusal.encode().to_vec(),
+        (Reply::Tls(_, refusal), Some(fallback)) => {
+            if let Err(error) = fallback.refuse(client, received, &refusal).await {
+                debug!(%error, "refusal in the broker's own TLS session not delivered");
+            }
+            return;
+        }
+        (Reply::Alert(description) | Reply::Tls(description, _), _) => {
+            fatal_alert(description).to_vec()
+        }
     };
     // Best effort: the client may already be gone.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {

@@ -43,10 +43,10 @@
 //!
 //! # Relation to rustls
 //!
-//! rustls serves as the oracle in tests and fuzzing: whenever
-//! `rustls::server::Acceptor` accepts a ClientHello that fits under the cap,
-//! this module accepts it too and reports the same server name and ALPN
-//! protocols. The deliberate differences:
+//! rustls serves as the oracle in tests and in the `client_hello_rustls`
+//! fuzz target: whenever `rustls::server::Acceptor` accepts a ClientHello
+//! that fits under the cap, this module accepts it too and reports the same
+//! server name and ALPN protocols. The deliberate differences:
 //!
 //! - The record layer is stricter. Records longer than 2^14 bytes are refused
 //!   (RFC 8446 §5.1; rustls tolerates up to 2^14 + 2047), and so is a hello
@@ -54,13 +54,18 @@
 //!   handshake messages up to 64 KiB).
 //! - The message body is looser. Only the fields needed to find the
 //!   extensions, and the server_name and ALPN extensions themselves, are
-//!   checked; rustls also parses key shares, PSK offers and the rest. The
-//!   backend's TLS stack sees the same bytes and judges them.
+//!   checked; rustls also parses key shares, PSK offers and the rest,
+//!   requires null compression and signature_algorithms, and refuses a
+//!   handshake message after the hello in the same flight. The backend's TLS
+//!   stack sees the same bytes and judges them.
 //! - The `host_name` is handed out raw, and judged by [`HostName::parse`]
 //!   afterwards. rustls refuses names that are not DNS names, except that it
 //!   ignores IP addresses; `HostName` accepts a dotted-quad address as a name
-//!   (no route will match it) and refuses everything else rustls refuses,
-//!   save leading and trailing hyphens in labels.
+//!   (no route will match it), refuses an IPv6 address, and refuses
+//!   everything else rustls refuses, save three kinds of name no route is
+//!   likely to hold: labels that start or end with a hyphen, a last label
+//!   that is a number (`db.123`, `db.0x1f`), and a 253-byte name sent with
+//!   its trailing dot.
 //! - Bytes that follow the ClientHello inside its last record are ignored and
 //!   left to the backend to refuse.
 //!

@@ -1070,4 +1070,33 @@ fn documented_deviations_from_rustls() {
     );
     let raw = complete(&input).server_name.unwrap();
     assert_eq!(HostName::parse(&raw).unwrap().as_str(), "192.0.2.1");
+
+    // An IPv6 address: ignored by rustls too, refused by HostName.
+    let input = HelloBuilder::default().tls13().sni(b"2001:db8::1").record();
+    assert_eq!(
+        rustls_accept(&input),
+        Oracle::Accepted {
+            server_name: None,
+            alpn: None
+        }
+    );
+    let raw = complete(&input).server_name.unwrap();
+    assert_eq!(HostName::parse(&raw), Err(NameError::BadCharacter));
+
+    // Names rustls refuses and HostName accepts: hyphens at the edge of a
+    // label, a number as the last label, a 253-byte name with its dot.
+    let mut long_absolute = [&[b'a'; 63][..], b"."].concat().repeat(4);
+    long_absolute.truncate(253);
+    long_absolute.push(b'.');
+    for name in [
+        &b"-alpha.db.example.com"[..],
+        b"alpha-.db.example.com",
+        b"db.123",
+        b"db.0x1f",
+        &long_absolute,
+    ] {
+        let input = HelloBuilder::default().tls13().sni(name).record();
+        assert_eq!(rustls_accept(&input), Oracle::Rejected, "{name:?}");
+        assert!(HostName::parse(&complete(&input).server_name.unwrap()).is_ok());
+    }
 }

@@ -4,6 +4,8 @@
 //! Messages are encoded with pgwire's message layer so that their framing is
 //! the same code that real Postgres clients and servers are tested against.
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 use pgwire::messages::response::{ErrorResponse, GssEncResponse, SslResponse};
 use pgwire::messages::startup::SslRequest;
@@ -21,39 +23,46 @@ impl SqlState {
     pub const PROTOCOL_VIOLATION: Self = Self("08P01");
     /// `53300` too_many_connections.
     pub const TOO_MANY_CONNECTIONS: Self = Self("53300");
+    /// `08004` sqlserver_rejected_establishment_of_sqlconnection.
+    pub const REJECTED_ESTABLISHMENT: Self = Self("08004");
+    /// `57P03` cannot_connect_now.
+    pub const CANNOT_CONNECT_NOW: Self = Self("57P03");
 }
 
-/// A FATAL error that ends the session while it is still plaintext.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A FATAL error that ends a session: sent in plaintext before TLS, or inside
+/// the broker's own TLS session where one is configured for refusals.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// The SQLSTATE a client can match on.
     pub code: SqlState,
     /// The primary message (`M`), shown as `FATAL: <message>`.
-    pub message: &'static str,
+    pub message: Cow<'static, str>,
     /// An optional hint (`H`) telling the user what to do instead.
-    pub hint: Option<&'static str>,
+    pub hint: Option<Cow<'static, str>>,
 }
 
 impl Refusal {
     /// A plaintext StartupMessage: users may never connect unencrypted.
     pub const PLAINTEXT: Self = Self {
         code: SqlState::INVALID_AUTHORIZATION,
-        message: "this server accepts only TLS connections",
-        hint: Some("connect with sslmode=require or stronger (verify-full recommended)"),
+        message: Cow::Borrowed("this server accepts only TLS connections"),
+        hint: Some(Cow::Borrowed(
+            "connect with sslmode=require or stronger (verify-full recommended)",
+        )),
     };
 
     /// Bytes arrived behind the SSLRequest before the `S` was sent: they were
     /// sent in the clear and may have been injected (CVE-2021-23214).
     pub const DATA_AFTER_SSL_REQUEST: Self = Self {
         code: SqlState::PROTOCOL_VIOLATION,
-        message: "received unencrypted data after SSL request",
+        message: Cow::Borrowed("received unencrypted data after SSL request"),
         hint: None,
     };
 
     /// A start-up packet that is not valid Postgres.
     pub const INVALID_STARTUP_PACKET: Self = Self {
         code: SqlState::PROTOCOL_VIOLATION,
-        message: "invalid start-up packet",
+        message: Cow::Borrowed("invalid start-up packet"),
         hint: None,
     };
 
@@ -61,8 +70,46 @@ impl Refusal {
     pub const fn too_many_connections(message: &'static str) -> Self {
         Self {
             code: SqlState::TOO_MANY_CONNECTIONS,
-            message,
+            message: Cow::Borrowed(message),
             hint: None,
+        }
+    }
+
+    /// No route serves the server name the client asked for.
+    pub fn unknown_server_name(name: &str) -> Self {
+        Self {
+            code: SqlState::REJECTED_ESTABLISHMENT,
+            message: Cow::Owned(format!("no database is served under the name \"{name}\"")),
+            hint: Some(Cow::Borrowed(
+                "check the host name in the connection string",
+            )),
+        }
+    }
+
+    /// The client sent no server name, and no route is the default.
+    pub const NO_SERVER_NAME: Self = Self {
+        code: SqlState::REJECTED_ESTABLISHMENT,
+        message: Cow::Borrowed("the client sent no server name (SNI)"),
+        hint: Some(Cow::Borrowed(
+            "connect by host name (libpq 14 or later sends it); give a numeric address with hostaddr=",
+        )),
+    };
+
+    /// The server name is not a valid DNS name.
+    pub const INVALID_SERVER_NAME: Self = Self {
+        code: SqlState::REJECTED_ESTABLISHMENT,
+        message: Cow::Borrowed("the server name the client sent is not a valid DNS name"),
+        hint: None,
+    };
+
+    /// Every backend of the route is down or refused TLS.
+    pub fn backend_unavailable(route: &str) -> Self {
+        Self {
+            code: SqlState::CANNOT_CONNECT_NOW,
+            message: Cow::Owned(format!(
+                "the database \"{route}\" is not available right now"
+            )),
+            hint: Some(Cow::Borrowed("try again in a moment")),
         }
     }
 
@@ -72,10 +119,10 @@ impl Refusal {
             (b'S', "FATAL".to_owned()),
             (b'V', "FATAL".to_owned()),
             (b'C', self.code.0.to_owned()),
-            (b'M', self.message.to_owned()),
+            (b'M', self.message.to_string()),
         ];
-        if let Some(hint) = self.hint {
-            fields.push((b'H', hint.to_owned()));
+        if let Some(hint) = &self.hint {
+            fields.push((b'H', hint.to_string()));
         }
         encode(&ErrorResponse::new(fields))
     }
