@@ -31,7 +31,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker.
-    Serve(ServeArgs),
+    // Boxed: the options are large, the other commands small.
+    Serve(Box<ServeArgs>),
     /// Validate a routes file; exit 0 if it is valid, 1 with the reason if not.
     Check {
         /// The routes file.
@@ -221,7 +222,7 @@ pub fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts on any supported platform");
-            match runtime.block_on(serve(args, shutdown_signal())) {
+            match runtime.block_on(serve(*args, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error:#}");
