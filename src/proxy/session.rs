@@ -122,7 +122,7 @@ pub async fn run(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
     let mut alive = context.lifecycle.session();
     tokio::select! {
         () = serve(client, peer, &context) => {}
-        () = alive.closing() => debug!("closed at the end of the drain period"),
+        () = alive.closing() => info!(outcome = "drain_timeout", "session closed at the end of the drain period"),
     }
 }
 
@@ -240,9 +240,6 @@ async fn start_up(
     let name = read_hello(client, buf, negotiation).await?;
 
     let span = tracing::Span::current();
-    if let Some(name) = &name {
-        span.record("server_name", name.as_str());
-    }
     *phase = Phase::Route;
     let resolved = route(context, name.as_ref())?;
     span.record("route", &*resolved.route);
@@ -314,7 +311,9 @@ async fn read_proxy_header(
         debug!(%error, "socket has no local address");
         Exit::silent(Outcome::IoError)
     })?;
+    let span = tracing::Span::current();
     if mode == ProxyProtocol::Off {
+        span.record("client", tracing::field::display(peer));
         return Ok((peer, local));
     }
     let bad = |error: ProxyHeaderError| {
@@ -323,6 +322,7 @@ async fn read_proxy_header(
     };
     loop {
         if mode == ProxyProtocol::Optional && proxy_header::starts_with_header(buf) == Some(false) {
+            span.record("client", tracing::field::display(peer));
             return Ok((peer, local));
         }
         let Some((header, len)) = proxy_header::parse(buf).map_err(bad)? else {
@@ -335,10 +335,13 @@ async fn read_proxy_header(
                 source,
                 destination,
             } => {
-                tracing::Span::current().record("client", tracing::field::display(source));
+                span.record("client", tracing::field::display(source));
                 Ok((source, destination))
             }
-            ProxyHeader::Unknown => Ok((peer, local)),
+            ProxyHeader::Unknown => {
+                span.record("client", tracing::field::display(peer));
+                Ok((peer, local))
+            }
             // Load balancers' health checks: nothing to route, just close.
             ProxyHeader::Local => Err(Exit::silent(Outcome::HealthCheck)),
         };
@@ -500,6 +503,10 @@ async fn read_hello(
                 ));
             }
         };
+        let name = hello.server_name().map(HostName::parse);
+        if let Some(Ok(name)) = &name {
+            tracing::Span::current().record("server_name", name.as_str());
+        }
         if negotiation == Negotiation::Direct && !hello.offers_alpn(ALPN_POSTGRESQL) {
             debug!("direct TLS without ALPN \"postgresql\"");
             return Err(Exit::new(
@@ -507,10 +514,10 @@ async fn read_hello(
                 Reply::Alert(AlertDescription::NoApplicationProtocol),
             ));
         }
-        let Some(raw) = hello.server_name() else {
+        let (Some(name), Some(raw)) = (name, hello.server_name()) else {
             return Ok(None);
         };
-        return HostName::parse(raw).map(Some).map_err(|error| {
+        return name.map(Some).map_err(|error| {
             info!(server_name = %raw.escape_ascii(), %error, "invalid server name");
             Exit::new(
                 Outcome::InvalidServerName,

@@ -28,7 +28,8 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 pub enum ReloadResult {
     /// A new table is in force.
     Ok,
-    /// The file's bytes are the ones in force already.
+    /// The file's bytes are the ones in force already, or the ones last
+    /// refused.
     Unchanged,
     /// The file could not be read or is invalid; the old table stays.
     Error,
@@ -51,6 +52,9 @@ pub struct Reloader {
     table: SharedTable,
     /// The bytes the table in force was built from.
     current: Vec<u8>,
+    /// The bytes last refused, so that a bad file is reported once, not at
+    /// every event or backstop tick until it is fixed.
+    refused: Option<Vec<u8>>,
 }
 
 impl Reloader {
@@ -61,6 +65,7 @@ impl Reloader {
             path,
             table,
             current,
+            refused: None,
         }
     }
 
@@ -68,7 +73,8 @@ impl Reloader {
     pub fn reload(&mut self) -> ReloadResult {
         let result = match std::fs::read(&self.path) {
             Ok(bytes) if bytes == self.current => ReloadResult::Unchanged,
-            Ok(_) => match file::load(&self.path) {
+            Ok(bytes) if self.refused.as_ref() == Some(&bytes) => ReloadResult::Unchanged,
+            Ok(bytes) => match file::load(&self.path) {
                 Ok((table, bytes)) => {
                     info!(path = %self.path.display(), routes = table.len(), "routes reloaded");
                     ::metrics::gauge!(ROUTES).set(table.len() as f64);
@@ -78,6 +84,7 @@ impl Reloader {
                 }
                 Err(error) => {
                     warn!(%error, "routes file refused; the previous table stays in force");
+                    self.refused = Some(bytes);
                     ReloadResult::Error
                 }
             },
