@@ -160,6 +160,9 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&cert).unwrap(), "cert 2");
         assert_eq!(mode(&key), 0o600);
         // No temporary file is left behind.
-        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            2
+        );
     }
 }

@@ -22,6 +22,7 @@ pub mod files;
 pub mod names;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -30,10 +31,8 @@ pub use authority::{Authority, AuthorityError, CaSubject, Issued};
 pub use files::{Output, WriteError, CERT_MODE, KEY_MODE};
 pub use names::{ClientUser, NameError, TenantNames};
 
-/// The CA certificate's file name.
-pub const CA_CERT_FILE: &str = "ca.pem";
-/// The CA key's file name.
-pub const CA_KEY_FILE: &str = "ca.key";
+/// The stem of the CA's files, `ca.pem` and `ca.key`.
+pub const CA_STEM: &str = "ca";
 
 /// Options of `pgsni certs`.
 #[derive(Debug, Args)]
@@ -114,6 +113,17 @@ pub struct IssueArgs {
     pub force: bool,
 }
 
+/// Runs `pgsni certs`; an error is printed and exits 1.
+pub fn main(args: &CertsArgs) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pgsni certs: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs `pgsni certs`, printing what was written.
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
     match &args.command {
@@ -124,7 +134,7 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
                 unit: init.unit.clone().filter(|u| !u.is_empty()),
             };
             let (_, ca) = Authority::generate(&subject, init.days)?;
-            let (cert, key) = write_pair(&args.dir, "ca", &ca, init.force)?;
+            let (cert, key) = write_pair(&args.dir, CA_STEM, &ca, init.force)?;
             println!(
                 "wrote {} (CA {:?}, valid until {})",
                 cert.display(),
@@ -134,30 +144,37 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
             println!("wrote {} (private, mode 0600)", key.display());
         }
         CertsCommand::Issue(issue) => {
-            let ca = load_authority(&args.dir)?;
-            let (stem, names, issued) = match (&issue.client, &issue.name, &issue.domain) {
-                (Some(user), _, _) => {
-                    let user = ClientUser::new(user)?;
-                    let issued = ca.issue_client(&user, issue.days)?;
-                    let what = format!("client certificate for role {}", user.as_str());
-                    (user.as_str().to_owned(), what, issued)
-                }
+            // Validate before touching the CA.
+            let subject = match (&issue.client, &issue.name, &issue.domain) {
+                (Some(user), _, _) => Subject::Client(ClientUser::new(user)?),
                 (None, Some(name), Some(domain)) => {
-                    let names = TenantNames::new(name, domain, issue.namespace.as_deref())?;
-                    let issued = ca.issue_server(&names, issue.days)?;
-                    let what = format!("for {}", names.dns_names().join(", "));
-                    (names.name().to_owned(), what, issued)
+                    Subject::Server(TenantNames::new(name, domain, issue.namespace.as_deref())?)
                 }
                 // clap requires NAME and --domain unless --client is given.
                 _ => anyhow::bail!("give NAME and --domain, or --client USER"),
             };
+            let stem = match &subject {
+                Subject::Client(user) => user.as_str(),
+                Subject::Server(names) => names.name(),
+            };
             // Not even --force may put a leaf where the CA lives.
-            if stem == "ca" {
+            if stem == CA_STEM {
                 anyhow::bail!("the name \"ca\" is taken by the CA's own files (ca.pem, ca.key)");
             }
-            let (cert, key) = write_pair(&args.dir, &stem, &issued, issue.force)?;
+            let ca = load_authority(&args.dir)?;
+            let (issued, what) = match &subject {
+                Subject::Client(user) => (
+                    ca.issue_client(user, issue.days)?,
+                    format!("client certificate for role {}", user.as_str()),
+                ),
+                Subject::Server(names) => (
+                    ca.issue_server(names, issue.days)?,
+                    format!("for {}", names.dns_names().join(", ")),
+                ),
+            };
+            let (cert, key) = write_pair(&args.dir, stem, &issued, issue.force)?;
             println!(
-                "wrote {} ({names}; valid until {})",
+                "wrote {} ({what}; valid until {})",
                 cert.display(),
                 issued.not_after.date()
             );
@@ -167,10 +184,18 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who an issued certificate is for.
+enum Subject {
+    /// A Postgres role, with a client certificate.
+    Client(ClientUser),
+    /// A tenant cluster, with a server certificate.
+    Server(TenantNames),
+}
+
 /// Loads the CA kept in `dir`.
 pub fn load_authority(dir: &Path) -> anyhow::Result<Authority> {
-    let cert_path = dir.join(CA_CERT_FILE);
-    let key_path = dir.join(CA_KEY_FILE);
+    let cert_path = dir.join(format!("{CA_STEM}.pem"));
+    let key_path = dir.join(format!("{CA_STEM}.key"));
     let read = |path: &Path| {
         std::fs::read_to_string(path).with_context(|| {
             format!(

@@ -232,7 +232,7 @@ mod tests {
         assert!(TenantNames::new(&"a".repeat(60), "example.com", None).is_ok());
         let long = TenantNames::new(&"a".repeat(61), "example.com", None).unwrap_err();
         assert!(long.reason.contains("NAME-rw"), "{long}");
-        let domain = ["a".repeat(63); 4].join(".");
+        let domain = vec!["a".repeat(63); 4].join(".");
         assert!(TenantNames::new("a", &domain, None).is_err());
     }
 
