@@ -14,11 +14,15 @@ use crate::proxy::cancel::CancelRegistry;
 use crate::proxy::fallback::Fallback;
 use crate::proxy::lifecycle::Lifecycle;
 use crate::proxy::limits::{LimitConfig, Limits};
+use crate::proxy::sockmap::Sockmap;
+use crate::proxy::terminate::identity::{self, IdentityStore};
+use crate::proxy::terminate::StartupRouting;
 use crate::proxy::{listener, Context, ProxyProtocol, SocketOptions, Timeouts};
 use crate::routing::{self, watcher, Routes};
 
 /// pgsni: a PostgreSQL edge listener that routes TLS sessions by server name
-/// (SNI) to each tenant's own Postgres, without decrypting them.
+/// (SNI) to each tenant's own Postgres, without decrypting them (unless a
+/// route says `tls = "terminate"`).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
@@ -37,7 +41,17 @@ pub enum Command {
     Check {
         /// The routes file.
         file: PathBuf,
+        /// Also load the certificates, keys and CAs that terminated routes
+        /// name, as `serve` would (off by default, so that a file can be
+        /// checked where its keys are not, such as in CI).
+        #[arg(long)]
+        load_keys: bool,
     },
+    /// Create a CA and issue tenant certificates with it (in certs/ by default).
+    Certs(crate::certs::CertsArgs),
+    /// Run the broker in front of two TLS tenants on 127.0.0.1, with nothing
+    /// to install, and print how to connect.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Options of `pgsni serve`.
@@ -109,6 +123,22 @@ pub struct ServeArgs {
     /// The private key (PEM) of --fallback-cert.
     #[arg(long, value_name = "FILE", requires = "fallback_cert")]
     pub fallback_key: Option<PathBuf>,
+
+    /// With --fallback-cert, a client that sends no server name may name a
+    /// terminated route in its database name as `NAME<SEP>DBNAME` (e.g. with
+    /// `/`: dbname=alpha.db.example.com/app); the backend sees `DBNAME`.
+    /// (`options=-c pgsni.server_name=NAME` works without this.)
+    #[arg(long, value_name = "SEP", requires = "fallback_cert", value_parser = parse_route_separator)]
+    pub database_route_separator: Option<String>,
+
+    /// Hand routed passthrough sessions to the kernel (an eBPF socket map
+    /// redirecting each socket's data to its peer), so that forwarded bytes
+    /// never cross into user space. Needs CAP_BPF and CAP_NET_ADMIN (or
+    /// root) on Linux; where it cannot load, sessions are forwarded in user
+    /// space as usual. Faster for request/response traffic, slower for bulk
+    /// transfers: measure before enabling.
+    #[arg(long)]
+    pub kernel_forwarding: bool,
 
     /// Close sessions whose route a reload removed, this long after the
     /// reload; by default they go on until they end by themselves.
@@ -211,7 +241,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { file } => check(&file),
+        Command::Check { file, load_keys } => check(&file, load_keys),
+        Command::Certs(args) => crate::certs::main(&args),
+        Command::Demo(args) => {
+            init_tracing(LogFormat::Text);
+            crate::demo::main(args, shutdown_signal())
+        }
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -234,24 +269,45 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
-    match routing::load(file) {
-        Ok((table, _)) => {
-            println!("{}: ok, {} routes", file.display(), table.len());
-            ExitCode::SUCCESS
-        }
+fn check(file: &std::path::Path, load_keys: bool) -> ExitCode {
+    let table = match routing::load(file) {
+        Ok((table, _)) => table,
         Err(error) => {
             eprintln!("{error}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    if load_keys {
+        let loaded = IdentityStore::new().and_then(|store| Ok(store.prepare(&table)?));
+        if let Err(error) = loaded {
+            eprintln!("{}: {error:#}", file.display());
+            return ExitCode::FAILURE;
         }
     }
+    println!("{}: ok, {} routes", file.display(), table.len());
+    ExitCode::SUCCESS
+}
+
+/// Parses a `--database-route-separator`: a few characters that cannot
+/// occur in a server name, so that the split is never ambiguous.
+pub fn parse_route_separator(text: &str) -> Result<String, String> {
+    let usable = |c: char| c.is_ascii_graphic() && !c.is_ascii_alphanumeric() && !"-_.".contains(c);
+    if text.is_empty() || text.len() > 8 || !text.chars().all(usable) {
+        return Err(format!(
+            "invalid separator {text:?}: use 1 to 8 printable ASCII characters that cannot occur in a server name, such as / or :"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, not for the journal or
+    // a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -265,6 +321,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (table, bytes) = routing::load(&args.routes).context("cannot load the routes file")?;
+    // Terminated routes' keys are loaded before anything listens; a table of
+    // passthrough routes loads none.
+    let identities = IdentityStore::new()?;
+    identities
+        .prepare(&table)
+        .context("cannot load the keys of the terminated routes")?;
     info!(path = %args.routes.display(), routes = table.len(), "routes loaded");
     let table = Routes::new(table);
     let fallback = match (&args.fallback_cert, &args.fallback_key) {
@@ -302,8 +364,10 @@ pub async fn serve(
         }
     });
 
-    let reloader = watcher::Reloader::new(args.routes.clone(), table.clone(), bytes);
+    let reloader = watcher::Reloader::new(args.routes.clone(), table.clone(), bytes)
+        .with_prepare(identities.clone());
     tasks.spawn(watcher::watch(reloader, args.reload_interval));
+    tasks.spawn(identity::watch(identities.clone(), args.reload_interval));
 
     let context = Context {
         routes: table,
@@ -320,6 +384,11 @@ pub async fn serve(
         limits: limits.clone(),
         close_removed_after: args.close_removed_after,
         fallback,
+        identities,
+        startup_routing: StartupRouting {
+            database_separator: args.database_route_separator.clone(),
+        },
+        sockmap: args.kernel_forwarding.then(load_sockmap).flatten(),
     };
     let mut accepting = tokio::task::JoinSet::new();
     for spec in &args.listen {
@@ -352,6 +421,24 @@ pub async fn serve(
     info!("stopped");
     tasks.shutdown().await;
     Ok(())
+}
+
+/// Loads the kernel data path, or explains why sessions stay in user space.
+fn load_sockmap() -> Option<Sockmap> {
+    match Sockmap::load() {
+        Ok(sockmap) => {
+            info!("kernel forwarding enabled: routed passthrough sessions are spliced by a socket map");
+            Some(sockmap)
+        }
+        Err(error) if error.is_unavailable() => {
+            info!(%error, "kernel forwarding unavailable here; forwarding in user space");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "kernel forwarding failed to load; forwarding in user space");
+            None
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -409,6 +496,15 @@ mod tests {
         assert!(parse_listen("[::]:5433,proxy-protocol=maybe").is_err());
         assert!(parse_listen("[::]:5433,other=1").is_err());
         assert!(parse_listen("localhost:5432").is_err());
+    }
+
+    #[test]
+    fn route_separators() {
+        assert_eq!(parse_route_separator("/"), Ok("/".to_owned()));
+        assert_eq!(parse_route_separator("::"), Ok("::".to_owned()));
+        for bad in ["", ".", "a", "-", "_", " ", "/x", "/////////"] {
+            assert!(parse_route_separator(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! pgsni: a PostgreSQL edge listener that routes TLS sessions by server name
-//! (SNI) without ever decrypting them.
+//! (SNI), passing them through without decrypting them, or terminating them
+//! with a route's own certificate where the route says so.
 //!
 //! # Layout
 //!
@@ -15,10 +16,22 @@
 //!   connector and the byte forwarder.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`cli`]: command-line parsing and the `serve` / `check` commands.
-#![forbid(unsafe_code)]
+//!
+//! Beside the broker:
+//!
+//! - [`certs`]: `pgsni certs`, a small CA issuing tenant and client
+//!   certificates.
+//! - [`demo`]: `pgsni demo`, the broker in front of two TLS tenants on this
+//!   machine.
+// Unsafe code is denied everywhere except in `proxy::sockmap::sys`, the one
+// module that makes raw `bpf(2)` and epoll system calls; it opts out with
+// `#![allow(unsafe_code)]` and explains each block.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod cli;
+pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -96,7 +96,7 @@ fn refused_clients_read_why() {
         .spawn()
         .unwrap();
     broker.wait_for_metric(
-        r#"pgsni_active_connections{route="alpha.db.example.com"}"#,
+        r#"pgsni_active_connections{route="alpha.db.example.com",mode="passthrough"}"#,
         1.0,
         Duration::from_secs(10),
     );

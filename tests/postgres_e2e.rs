@@ -328,8 +328,20 @@ fn pgbench_init(tenants: &Tenants, name: &str, port: u16) {
 
 #[test]
 fn pgbench_through_the_broker_has_no_failed_transactions() {
+    pgbench_through(&[]);
+}
+
+#[test]
+fn pgbench_through_the_kernel_path_has_no_failed_transactions() {
+    let log = pgbench_through(&["--kernel-forwarding"]);
+    assert!(log.contains("kernel forwarding enabled"), "{log}");
+}
+
+/// A short pgbench run through a broker started with `extra`; returns its
+/// log.
+fn pgbench_through(extra: &[&str]) -> String {
     let tenants = Tenants::start();
-    let broker = Broker::start(&tenants.routes());
+    let broker = Broker::start_with(&tenants.routes(), extra);
     pgbench_init(&tenants, ALPHA, broker.port);
     let run = pgbench(
         &tenants,
@@ -341,12 +353,13 @@ fn pgbench_through_the_broker_has_no_failed_transactions() {
     .unwrap();
     assert_pgbench_clean(&run);
     // Every session is released once pgbench has disconnected.
-    let active = r#"pgsni_active_connections{route="alpha.db.example.com"}"#;
+    let active = r#"pgsni_active_connections{route="alpha.db.example.com",mode="passthrough"}"#;
     let deadline = Instant::now() + Duration::from_secs(5);
     while broker.metric(active) != 0.0 {
         assert!(Instant::now() < deadline, "{}", broker.metrics());
         std::thread::sleep(Duration::from_millis(20));
     }
+    broker.log()
 }
 
 #[test]
@@ -505,7 +518,7 @@ async fn a_backend_killed_mid_session_is_seen_promptly_and_freed() {
         .await
         .unwrap()
         .get(0);
-    let active = r#"pgsni_active_connections{route="alpha.db.example.com"}"#;
+    let active = r#"pgsni_active_connections{route="alpha.db.example.com",mode="passthrough"}"#;
     assert_eq!(broker.metric(active), 1.0);
 
     // The tenant's backend process dies without a goodbye.

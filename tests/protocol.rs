@@ -184,9 +184,30 @@ fn alert(description: u8) -> Vec<u8> {
 
 #[tokio::test]
 async fn bytes_after_s_reach_the_backend_untouched_both_ways() {
+    tap(&[]).await;
+}
+
+// The kernel data path must keep the same promise. It needs the right to
+// load BPF programs (root here); where it cannot load, the broker says so
+// and forwards in user space, which the log shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_s_reach_the_backend_untouched_through_the_kernel_path() {
+    let log = tap(&["--kernel-forwarding"]).await;
+    assert!(
+        log.contains("kernel forwarding enabled"),
+        "the kernel path did not load here:\n{log}"
+    );
+}
+
+/// Sends a hello and half a megabyte through the broker in awkward pieces,
+/// half-closes, and checks both directions byte for byte. Returns the log.
+async fn tap(extra: &[&str]) -> String {
     let reply = noise(300_000, 7);
     let mut backend = FakeBackend::start(b'S', reply.clone()).await;
-    let broker = Broker::start(&routes_toml(&[("alpha.db.example.com", &backend.address)]));
+    let broker = Broker::start_with(
+        &routes_toml(&[("alpha.db.example.com", &backend.address)]),
+        extra,
+    );
 
     let mut client = connect(&broker).await;
     client.write_all(&SSL_REQUEST).await.unwrap();
@@ -230,10 +251,11 @@ async fn bytes_after_s_reach_the_backend_untouched_both_ways() {
 
     let routed = r#"pgsni_connections_total{outcome="routed"}"#;
     broker.wait_for_metric(routed, 1.0, Duration::from_secs(5));
-    let upstream = r#"pgsni_forwarded_bytes_total{route="alpha.db.example.com",direction="client_to_backend"}"#;
+    let upstream = r#"pgsni_forwarded_bytes_total{route="alpha.db.example.com",direction="client_to_backend",mode="passthrough"}"#;
     broker.wait_for_metric(upstream, sent.len() as f64, Duration::from_secs(5));
-    let downstream = r#"pgsni_forwarded_bytes_total{route="alpha.db.example.com",direction="backend_to_client"}"#;
+    let downstream = r#"pgsni_forwarded_bytes_total{route="alpha.db.example.com",direction="backend_to_client",mode="passthrough"}"#;
     broker.wait_for_metric(downstream, reply.len() as f64, Duration::from_secs(5));
+    broker.log()
 }
 
 #[tokio::test]

@@ -14,9 +14,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Connections by how their start-up ended (label `outcome`).
 pub const CONNECTIONS_TOTAL: &str = "pgsni_connections_total";
-/// Sessions currently forwarding, by route (label `route`).
+/// Sessions currently forwarding, by route and TLS mode (labels `route`,
+/// `mode`).
 pub const ACTIVE_CONNECTIONS: &str = "pgsni_active_connections";
-/// Bytes forwarded, by route and direction (labels `route`, `direction`).
+/// Bytes forwarded, by route, direction and TLS mode (labels `route`,
+/// `direction`, `mode`).
 pub const FORWARDED_BYTES_TOTAL: &str = "pgsni_forwarded_bytes_total";
 /// Seconds from accept to the first byte forwarded to the backend.
 pub const HANDSHAKE_SECONDS: &str = "pgsni_handshake_seconds";
@@ -28,6 +30,9 @@ pub const ROUTES: &str = "pgsni_routes";
 pub const CANCEL_REQUESTS_TOTAL: &str = "pgsni_cancel_requests_total";
 /// Errors from `accept(2)` by kind (label `kind`).
 pub const ACCEPT_ERRORS_TOTAL: &str = "pgsni_accept_errors_total";
+/// Re-reads of terminated routes' certificates, keys and backend CAs that
+/// found a change, by result (label `result`).
+pub const CERTIFICATE_RELOADS_TOTAL: &str = "pgsni_certificate_reloads_total";
 
 /// Buckets for [`HANDSHAKE_SECONDS`]: loopback handshakes take a few
 /// milliseconds, remote backends tens, and the deadline bounds the rest.
@@ -77,12 +82,12 @@ fn describe() {
     );
     describe_gauge!(
         ACTIVE_CONNECTIONS,
-        "Sessions currently forwarding, by route"
+        "Sessions currently forwarding, by route and mode (passthrough, terminate)"
     );
     describe_counter!(
         FORWARDED_BYTES_TOTAL,
         Unit::Bytes,
-        "Bytes forwarded, by route and direction (client_to_backend, backend_to_client)"
+        "Bytes forwarded, by route, direction (client_to_backend, backend_to_client) and mode"
     );
     describe_histogram!(
         HANDSHAKE_SECONDS,
@@ -91,7 +96,7 @@ fn describe() {
     );
     describe_counter!(
         ROUTES_RELOAD_TOTAL,
-        "Routing-table reloads by result (ok, unchanged, error)"
+        "Routing-table reloads by result (ok, error)"
     );
     describe_gauge!(ROUTES, "Routes in the routing table in force");
     describe_counter!(
@@ -99,4 +104,8 @@ fn describe() {
         "Plaintext CancelRequests by result (forwarded, no_session, rate_limited, failed)"
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, "Errors from accept(2), by kind");
+    describe_counter!(
+        CERTIFICATE_RELOADS_TOTAL,
+        "Changed certificate, key or backend CA files of terminated routes re-read, by result (ok, error)"
+    );
 }

@@ -11,12 +11,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -56,12 +57,17 @@ impl CancelResult {
 }
 
 /// A backend a cancel may be sent to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CancelTarget {
-    /// The backend's socket address, as connected.
-    pub addr: SocketAddr,
-    /// Whether its connections start with a PROXY v2 header.
-    pub proxy_protocol: bool,
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CancelTarget {
+    /// A backend reached over TCP.
+    Tcp {
+        /// The backend's socket address, as connected.
+        addr: SocketAddr,
+        /// Whether its connections start with a PROXY v2 header.
+        proxy_protocol: bool,
+    },
+    /// A backend reached over its unix socket (a terminated route's).
+    Unix(Arc<Path>),
 }
 
 /// What pgsni knows about one client address.
@@ -102,7 +108,7 @@ impl CancelRegistry {
                 tokens: CANCEL_BURST,
                 refilled: Instant::now(),
             });
-        *state.backends.entry(backend).or_default() += 1;
+        *state.backends.entry(backend.clone()).or_default() += 1;
         Registration {
             registry: self.clone(),
             client,
@@ -128,7 +134,7 @@ impl CancelRegistry {
             .backends
             .keys()
             .take(self.max_targets)
-            .copied()
+            .cloned()
             .collect())
     }
 
@@ -146,21 +152,11 @@ impl CancelRegistry {
             Ok(targets) => {
                 let mut delivered = 0;
                 for target in targets {
-                    let mut packet = Vec::with_capacity(64);
-                    if target.proxy_protocol {
-                        packet.extend(proxy_header::encode_v2(client, target.addr));
-                    }
-                    packet.extend_from_slice(request);
-                    let attempt = tokio::time::timeout(timeout, async {
-                        let mut stream = TcpStream::connect(target.addr).await?;
-                        stream.write_all(&packet).await?;
-                        stream.shutdown().await
-                    });
-                    let backend = target.addr;
+                    let attempt = tokio::time::timeout(timeout, deliver(client, &target, request));
                     match attempt.await {
                         Ok(Ok(())) => delivered += 1,
-                        Ok(Err(error)) => debug!(%backend, %error, "cancel not delivered"),
-                        Err(_) => debug!(%backend, "cancel not delivered in time"),
+                        Ok(Err(error)) => debug!(?target, %error, "cancel not delivered"),
+                        Err(_) => debug!(?target, "cancel not delivered in time"),
                     }
                 }
                 if delivered > 0 {
@@ -175,14 +171,14 @@ impl CancelRegistry {
         result
     }
 
-    fn unregister(&self, client: IpAddr, backend: CancelTarget) {
+    fn unregister(&self, client: IpAddr, backend: &CancelTarget) {
         // Remove the address entirely once its last session ends, so that
         // memory follows live sessions, not every address ever seen.
         self.addresses.remove_if_mut(&client, |_, state| {
-            if let Some(count) = state.backends.get_mut(&backend) {
+            if let Some(count) = state.backends.get_mut(backend) {
                 *count -= 1;
                 if *count == 0 {
-                    state.backends.remove(&backend);
+                    state.backends.remove(backend);
                 }
             }
             state.backends.is_empty()
@@ -205,7 +201,30 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.unregister(self.client, self.backend);
+        self.registry.unregister(self.client, &self.backend);
+    }
+}
+
+/// Sends `request` from `client` to one backend, after a PROXY header if the
+/// backend expects one.
+async fn deliver(client: SocketAddr, target: &CancelTarget, request: &[u8]) -> std::io::Result<()> {
+    async fn send(mut stream: impl AsyncWrite + Unpin, packet: &[u8]) -> std::io::Result<()> {
+        stream.write_all(packet).await?;
+        stream.shutdown().await
+    }
+    match target {
+        CancelTarget::Tcp {
+            addr,
+            proxy_protocol,
+        } => {
+            let mut packet = Vec::with_capacity(64);
+            if *proxy_protocol {
+                packet.extend(proxy_header::encode_v2(client, *addr));
+            }
+            packet.extend_from_slice(request);
+            send(TcpStream::connect(addr).await?, &packet).await
+        }
+        CancelTarget::Unix(path) => send(UnixStream::connect(path).await?, request).await,
     }
 }
 
@@ -226,7 +245,7 @@ mod tests {
     }
 
     fn target(addr: SocketAddr) -> CancelTarget {
-        CancelTarget {
+        CancelTarget::Tcp {
             addr,
             proxy_protocol: false,
         }
@@ -268,7 +287,7 @@ mod tests {
         let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
         let _session = registry.register(
             ip(1),
-            CancelTarget {
+            CancelTarget::Tcp {
                 addr: backend,
                 proxy_protocol: true,
             },
@@ -289,6 +308,23 @@ mod tests {
             }
         );
         assert_eq!(&received[len..], CANCEL);
+    }
+
+    #[tokio::test]
+    async fn unix_socket_backends_get_the_request_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path: Arc<Path> = dir.path().join(".s.PGSQL.5432").into();
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
+        let _session = registry.register(ip(1), CancelTarget::Unix(path));
+        let result = registry
+            .forward(from(1), &CANCEL, Duration::from_secs(2))
+            .await;
+        assert_eq!(result, CancelResult::Forwarded);
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, CANCEL);
     }
 
     #[tokio::test]

@@ -64,6 +64,13 @@ impl Fallback {
         })
     }
 
+    /// The acceptor presenting the broker's own certificate; also the TLS
+    /// session in which a client without a server name may name its route
+    /// (see [`super::terminate`]).
+    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
     /// Completes TLS with `client`, replaying `received` (the bytes already
     /// read: the ClientHello) first, reads the StartupMessage and answers
     /// with `refusal`. Best effort: a client that goes away is not an error.
@@ -99,15 +106,17 @@ async fn read_startup_packet(stream: &mut (impl AsyncRead + Unpin)) -> io::Resul
     stream.read_exact(&mut body).await.map(drop)
 }
 
-/// A stream that first yields bytes already read from it.
-struct Rewind<S> {
+/// A stream that first yields bytes already read from it: the ClientHello
+/// pgsni read to route, replayed to its own TLS acceptor.
+pub(crate) struct Rewind<S> {
     prefix: Vec<u8>,
     offset: usize,
     inner: S,
 }
 
 impl<S> Rewind<S> {
-    fn new(prefix: Vec<u8>, inner: S) -> Self {
+    /// Yields `prefix`, then what `inner` yields.
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
         Self {
             prefix,
             offset: 0,
@@ -131,6 +140,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             this.offset += n;
+            if this.offset == this.prefix.len() {
+                // A terminated session lives on: let the hello go.
+                this.prefix = Vec::new();
+                this.offset = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

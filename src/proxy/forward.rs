@@ -28,6 +28,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::metrics::{ACTIVE_CONNECTIONS, FORWARDED_BYTES_TOTAL};
+use crate::routing::table::TlsMode;
 
 /// Size of each worker thread's scratch buffer: several TLS records per
 /// read, so that bulk transfers take few syscalls.
@@ -58,13 +59,14 @@ pub async fn forward(
     route: &str,
     replayed: u64,
 ) -> io::Result<Forwarded> {
-    let _active = ActiveGuard::new(route);
-    let upstream = ::metrics::counter!(FORWARDED_BYTES_TOTAL, "route" => route.to_owned(), "direction" => "client_to_backend");
-    let downstream = ::metrics::counter!(FORWARDED_BYTES_TOTAL, "route" => route.to_owned(), "direction" => "backend_to_client");
+    // Two TCP sockets and opaque bytes: only a passthrough session is
+    // forwarded here (a terminated one has TLS on the client side).
+    let metrics = SessionMetrics::new(route, TlsMode::Passthrough.label());
+    let (upstream, downstream) = (&metrics.client_to_backend, &metrics.backend_to_client);
     upstream.increment(replayed);
     let (client_to_backend, backend_to_client) = tokio::try_join!(
-        pump(&client, &backend, &upstream),
-        pump(&backend, &client, &downstream),
+        pump(&client, &backend, upstream),
+        pump(&backend, &client, downstream),
     )?;
     Ok(Forwarded {
         client_to_backend: replayed + client_to_backend,
@@ -175,12 +177,37 @@ async fn flush(to: &TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Keeps `pgsni_active_connections{route}` up to date for one session.
+/// The live metrics of one session: its place in
+/// `pgsni_active_connections{route,mode}` while it lives, and its byte
+/// counters in `pgsni_forwarded_bytes_total{route,direction,mode}`.
+pub struct SessionMetrics {
+    _active: ActiveGuard,
+    /// Bytes from the client to the backend.
+    pub client_to_backend: Counter,
+    /// Bytes from the backend to the client.
+    pub backend_to_client: Counter,
+}
+
+impl SessionMetrics {
+    /// Counts one more active session of `route` in `mode` (a
+    /// [`TlsMode::label`]) until dropped.
+    pub fn new(route: &str, mode: &'static str) -> Self {
+        let counter = |direction: &'static str| ::metrics::counter!(FORWARDED_BYTES_TOTAL, "route" => route.to_owned(), "direction" => direction, "mode" => mode);
+        Self {
+            _active: ActiveGuard::new(route, mode),
+            client_to_backend: counter("client_to_backend"),
+            backend_to_client: counter("backend_to_client"),
+        }
+    }
+}
+
+/// Keeps `pgsni_active_connections{route,mode}` up to date for one session.
 struct ActiveGuard(::metrics::Gauge);
 
 impl ActiveGuard {
-    fn new(route: &str) -> Self {
-        let gauge = ::metrics::gauge!(ACTIVE_CONNECTIONS, "route" => route.to_owned());
+    fn new(route: &str, mode: &'static str) -> Self {
+        let gauge =
+            ::metrics::gauge!(ACTIVE_CONNECTIONS, "route" => route.to_owned(), "mode" => mode);
         gauge.increment(1.0);
         Self(gauge)
     }

@@ -49,7 +49,7 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>) {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
                 // `client` differs from `peer` behind a PROXY-protocol load balancer.
-                // server_name and route are recorded once known, so that
+                // server_name, route and mode are recorded once known, so that
                 // every line about this connection carries them.
                 let span = tracing::info_span!(
                     "conn",
@@ -57,6 +57,7 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>) {
                     client = tracing::field::Empty,
                     server_name = tracing::field::Empty,
                     route = tracing::field::Empty,
+                    mode = tracing::field::Empty,
                 );
                 tokio::spawn(session::run(stream, peer, context.clone()).instrument(span));
             }

@@ -10,6 +10,8 @@
 //! - [`lifecycle`]: readiness, live sessions, and draining on shutdown.
 //! - [`limits`]: connection limits for the broker, routes and addresses.
 //! - [`outcome`]: why a connection ended its start-up, for metrics and logs.
+//! - [`terminate`]: terminated routes, whose TLS pgsni completes itself with
+//!   the route's own certificate.
 
 pub mod backend;
 pub mod cancel;
@@ -20,6 +22,8 @@ pub mod limits;
 pub mod listener;
 pub mod outcome;
 pub mod session;
+pub mod sockmap;
+pub mod terminate;
 
 use std::time::Duration;
 
@@ -127,4 +131,13 @@ pub struct Context {
     /// The broker's own certificate for readable refusals after TLS has
     /// begun; `None` answers those with bare alerts.
     pub fallback: Option<fallback::Fallback>,
+    /// The kernel data path for passthrough sessions, where it is enabled
+    /// and loaded; `None` forwards in user space.
+    pub sockmap: Option<sockmap::Sockmap>,
+    /// The certificates and keys of terminated routes, and the CAs their
+    /// backends are verified against.
+    pub identities: Arc<terminate::identity::IdentityStore>,
+    /// How a client without a server name may name its route in its
+    /// StartupMessage (with `fallback` only).
+    pub startup_routing: terminate::StartupRouting,
 }

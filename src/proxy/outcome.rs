@@ -29,6 +29,14 @@ pub enum Outcome {
     UnknownServerName,
     /// No backend of the route could be reached or agreed to TLS.
     BackendUnavailable,
+    /// The TLS handshake with the route's own certificate (a terminated
+    /// route, or the broker's certificate for a client without a server
+    /// name) failed: the client refused the certificate, or went away.
+    TlsHandshakeFailed,
+    /// A client without a server name named a passthrough route in its
+    /// StartupMessage: that route's TLS must run end to end, so only its
+    /// server name reaches it.
+    ServerNameRequired,
     /// The start-up did not finish within the handshake deadline.
     HandshakeTimeout,
     /// The client closed the connection during start-up.
@@ -75,6 +83,8 @@ impl Outcome {
             Self::InvalidServerName => "invalid_server_name",
             Self::UnknownServerName => "unknown_server_name",
             Self::BackendUnavailable => "backend_unavailable",
+            Self::TlsHandshakeFailed => "tls_handshake_failed",
+            Self::ServerNameRequired => "server_name_required",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::ClientClosed => "client_closed",
             Self::IoError => "io_error",
@@ -96,6 +106,7 @@ impl Outcome {
             Self::BadRequest
                 | Self::CancelRequest
                 | Self::BadClientHello
+                | Self::TlsHandshakeFailed
                 | Self::HandshakeTimeout
                 | Self::ClientClosed
                 | Self::IoError

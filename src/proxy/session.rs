@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! Negotiate ──SSLRequest/S──▶ ReadHello ──SNI──▶ Route ──▶ ConnectBackend ──▶ forward
-//!     │  └──────direct TLS──────▲
-//!     └─ GSSENCRequest/N: read the next packet
+//!     │  └──────direct TLS──────▲                   │
+//!     └─ GSSENCRequest/N: read the next packet      └─ terminated route, or no SNI with
+//!                                                      --fallback-cert: terminate::run
 //! ```
 //!
 //! The whole start-up runs under the handshake deadline; every exit is an
@@ -13,6 +14,7 @@
 //! ErrorResponse while the session is plaintext, a TLS alert once the client
 //! has started TLS, or nothing when there is no one to tell.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,8 +26,10 @@ use tracing::{debug, info, warn};
 
 use super::cancel::{CancelTarget, Registration};
 use super::limits::{LimitExceeded, RouteSlot};
+use super::terminate::{self, Handoff};
 use super::{backend, forward, Context, Outcome, ProxyProtocol};
 use crate::metrics::HANDSHAKE_SECONDS;
+use crate::routing::table::TlsMode;
 use crate::routing::Resolved;
 use crate::tls::alert::{fatal_alert, AlertDescription};
 use crate::tls::client_hello::{read_client_hello, MAX_CLIENT_HELLO_BYTES};
@@ -96,12 +100,19 @@ impl Exit {
     }
 }
 
-/// A start-up that reached a backend.
+/// Where a start-up led.
+enum Started {
+    /// A passthrough route's backend has the ClientHello.
+    Passthrough(Routed),
+    /// A terminated route, or a client without a server name that the
+    /// broker's own TLS session may route: [`terminate`] goes on.
+    Terminate(Handoff),
+}
+
+/// A start-up that reached a backend, which has not seen the hello yet.
 struct Routed {
     backend: TcpStream,
     route: Arc<str>,
-    /// Client bytes already written to the backend (the ClientHello).
-    replayed: usize,
     /// What the session holds while it lives: its entry in the cancel
     /// registry and its place under the route's connection limit.
     holds: (Registration, RouteSlot),
@@ -136,28 +147,26 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
     // here so that a refusal in the broker's own TLS can replay the hello.
     let mut buf = Vec::with_capacity(1024);
     let deadline = accepted + context.timeouts.handshake;
+    // Boxed, so that its sizeable state is freed once the session is
+    // routed: an idle session then holds only what forwarding needs.
     let started = tokio::time::timeout_at(
         deadline,
-        start_up(&mut client, peer, context, &mut phase, &mut buf),
+        Box::pin(start_up(&mut client, peer, context, &mut phase, &mut buf)),
     );
     let exit = match started.await {
-        Ok(Ok(routed)) => {
-            Outcome::Routed.record();
-            ::metrics::histogram!(HANDSHAKE_SECONDS).record(accepted.elapsed().as_secs_f64());
-            let route = routed.route;
-            // Kept for the life of the session.
-            let _holds = routed.holds;
-            let forwarding =
-                forward::forward(client, routed.backend, &route, routed.replayed as u64);
-            tokio::select! {
-                result = forwarding => match result {
-                    Ok(totals) => debug!(%route, ?totals, "session ended"),
-                    Err(error) => debug!(%route, %error, "session ended with an error"),
-                },
-                () = route_removed(context, &route) => {
-                    info!(%route, "route removed by a reload; session closed");
-                }
-            }
+        Ok(Ok(Started::Terminate(handoff))) => {
+            let received = std::mem::take(&mut buf);
+            // Boxed: a terminated session's TLS state is large, and keeping
+            // it out of line keeps every passthrough session small.
+            Box::pin(terminate::run(
+                client, received, handoff, context, accepted, deadline,
+            ))
+            .await;
+            return;
+        }
+        Ok(Ok(Started::Passthrough(routed))) => {
+            let hello = std::mem::take(&mut buf);
+            passthrough(client, routed, hello, context, accepted).await;
             return;
         }
         Ok(Err(exit)) => exit,
@@ -173,15 +182,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
             Exit::new(Outcome::HandshakeTimeout, reply)
         }
     };
-    exit.outcome.record();
-    if exit.outcome.is_notable() {
-        info!(outcome = exit.outcome.as_str(), "connection refused");
-    } else {
-        debug!(
-            outcome = exit.outcome.as_str(),
-            "connection closed during start-up"
-        );
-    }
+    record_exit(exit.outcome);
     debug_assert!(
         !matches!(exit.reply, Reply::Postgres(_)) || !phase.tls_started(),
         "a Postgres reply is only sent in plaintext"
@@ -189,12 +190,155 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
     send_reply(client, exit.reply, &buf, context).await;
 }
 
+/// Replays the ClientHello to the backend and forwards until the session
+/// ends: in the kernel where a socket map is loaded and takes the pair, in
+/// user space otherwise.
+async fn passthrough(
+    client: TcpStream,
+    routed: Routed,
+    hello: Vec<u8>,
+    context: &Context,
+    accepted: Instant,
+) {
+    let Routed {
+        backend,
+        route,
+        holds: _holds,
+    } = routed;
+    let replayed = hello.len() as u64;
+    // The pair enters the map before the hello is replayed: the kernel only
+    // redirects what arrives once a socket is in the map, and nothing can
+    // arrive before the backend has the hello.
+    let path = match &context.sockmap {
+        Some(sockmap) => match sockmap.insert(client, backend) {
+            Ok(spliced) => DataPath::Kernel(spliced),
+            Err(refused) => {
+                debug!(reason = %refused, "socket map refused the pair; forwarding in user space");
+                let (client, backend) = refused.into_sockets();
+                DataPath::User(client, backend)
+            }
+        },
+        None => DataPath::User(client, backend),
+    };
+    let (client, mut backend) = match path {
+        DataPath::Kernel(mut spliced) => {
+            if let Err(error) = spliced.replay(&hello).await {
+                warn!(%error, "backend failed while receiving the ClientHello");
+                record_exit(Outcome::BackendUnavailable);
+                return;
+            }
+            drop(hello);
+            routed_now(accepted);
+            forwarding(
+                Box::pin(spliced.finished(&route)),
+                context,
+                &route,
+                accepted,
+            )
+            .await;
+            return;
+        }
+        DataPath::User(client, backend) => (client, backend),
+    };
+    // The ClientHello, exactly as received, is the first thing the backend
+    // sees after its `S`.
+    if let Err(error) = backend.write_all(&hello).await {
+        warn!(%error, "backend failed while receiving the ClientHello");
+        record_exit(Outcome::BackendUnavailable);
+        let reply = backend_unavailable(&route).reply;
+        send_reply(client, reply, &hello, context).await;
+        return;
+    }
+    drop(hello);
+    routed_now(accepted);
+    forwarding(
+        Box::pin(forward::forward(client, backend, &route, replayed)),
+        context,
+        &route,
+        accepted,
+    )
+    .await;
+}
+
+/// Where a routed passthrough session's bytes are moved.
+enum DataPath {
+    /// Spliced in the kernel by the socket map.
+    Kernel(crate::proxy::sockmap::Spliced),
+    /// Copied by [`forward::forward`].
+    User(TcpStream, TcpStream),
+}
+
+/// Counts a routed session, the moment its first byte reached the backend.
+fn routed_now(accepted: Instant) {
+    Outcome::Routed.record();
+    ::metrics::histogram!(HANDSHAKE_SECONDS).record(accepted.elapsed().as_secs_f64());
+}
+
+/// Runs a forwarding session to its end (or until a reload has removed its
+/// route for the grace period) and logs how it ended.
+///
+/// The session comes boxed: async state machines keep a moved-in future
+/// twice over, and the forwarding state is most of what an idle session
+/// costs, so it is allocated once, on its own.
+async fn forwarding(
+    session: std::pin::Pin<Box<impl Future<Output = std::io::Result<forward::Forwarded>> + ?Sized>>,
+    context: &Context,
+    route: &str,
+    accepted: Instant,
+) {
+    let outcome = Outcome::Routed.as_str();
+    tokio::select! {
+        result = session => match result {
+            Ok(totals) => info!(
+                outcome,
+                client_to_backend = totals.client_to_backend,
+                backend_to_client = totals.backend_to_client,
+                seconds = accepted.elapsed().as_secs_f64(),
+                "session closed"
+            ),
+            Err(error) => info!(
+                outcome,
+                %error,
+                seconds = accepted.elapsed().as_secs_f64(),
+                "session closed by an error"
+            ),
+        },
+        () = route_removed(context, route) => {
+            info!(outcome, "route removed by a reload; session closed");
+        }
+    }
+}
+
+/// Counts and logs a start-up that ended without forwarding.
+pub(crate) fn record_exit(outcome: Outcome) {
+    outcome.record();
+    if outcome.is_notable() {
+        info!(outcome = outcome.as_str(), "connection refused");
+    } else {
+        debug!(
+            outcome = outcome.as_str(),
+            "connection closed during start-up"
+        );
+    }
+}
+
 /// Completes once `route` has been missing from the table for the
 /// configured grace period after a reload; never without the option.
-async fn route_removed(context: &Context, route: &str) {
-    let Some(grace) = context.close_removed_after else {
-        return std::future::pending().await;
-    };
+///
+/// Returned boxed, and allocated only when the option is set: it is part of
+/// every forwarding session, and most run without it.
+pub(crate) fn route_removed<'a>(
+    context: &'a Context,
+    route: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    match context.close_removed_after {
+        Some(grace) => Box::pin(watch_route(context, route, grace)),
+        // A zero-sized future: boxing it allocates nothing.
+        None => Box::pin(std::future::pending()),
+    }
+}
+
+async fn watch_route(context: &Context, route: &str, grace: std::time::Duration) {
     let mut generation = context.routes.subscribe();
     loop {
         if generation.changed().await.is_err() {
@@ -218,7 +362,7 @@ async fn start_up(
     context: &Context,
     phase: &mut Phase,
     buf: &mut Vec<u8>,
-) -> Result<Routed, Exit> {
+) -> Result<Started, Exit> {
     let (peer, destination) = read_proxy_header(client, peer, context.proxy_protocol, buf).await?;
     // Admission, now that the client's address is known (even behind a load
     // balancer). The slot is held until the session is routed.
@@ -241,8 +385,29 @@ async fn start_up(
 
     let span = tracing::Span::current();
     *phase = Phase::Route;
-    let resolved = route(context, name.as_ref())?;
+    // The rest of a terminated start-up happens inside pgsni's own TLS
+    // session, still holding the handshake slot.
+    let handoff = |route| Handoff {
+        route,
+        direct: negotiation == Negotiation::Direct,
+        peer,
+        destination,
+        handshake: admission.ok(),
+    };
+    let resolved = match route(context, name.as_ref()) {
+        Ok(resolved) => resolved,
+        // No server name and no default route: with the broker's own
+        // identity, the StartupMessage may still name a terminated route.
+        Err(_) if name.is_none() && context.fallback.is_some() => {
+            return Ok(Started::Terminate(handoff(None)));
+        }
+        Err(exit) => return Err(exit),
+    };
     span.record("route", &*resolved.route);
+    if let TlsMode::Terminate(_) = resolved.mode {
+        return Ok(Started::Terminate(handoff(Some(resolved))));
+    }
+    span.record("mode", resolved.mode.label());
     let route_slot = context
         .limits
         .admit_route(&resolved.route, resolved.max_connections)
@@ -261,7 +426,7 @@ async fn start_up(
     let proxy_header = resolved
         .proxy_protocol
         .then(|| proxy_header::encode_v2(peer, destination));
-    let Some((mut backend, address)) = backend::connect_first(
+    let Some((backend, address)) = backend::connect_first(
         &resolved.backends,
         context.timeouts.connect,
         proxy_header.as_deref(),
@@ -272,30 +437,23 @@ async fn start_up(
         warn!("no backend available");
         return Err(backend_unavailable(&resolved.route));
     };
-    // The ClientHello, exactly as received, is the first thing the backend
-    // sees after its `S`.
-    if let Err(error) = backend.write_all(buf).await {
-        warn!(backend = %address, %error, "backend failed while receiving the ClientHello");
-        return Err(backend_unavailable(&resolved.route));
-    }
     debug!(backend = %address, ?negotiation, "routed");
     let backend_addr = backend.peer_addr().map_err(|error| {
         warn!(backend = %address, %error, "backend connection lost");
         backend_unavailable(&resolved.route)
     })?;
-    let cancel_target = CancelTarget {
+    let cancel_target = CancelTarget::Tcp {
         addr: backend_addr,
         proxy_protocol: resolved.proxy_protocol,
     };
-    Ok(Routed {
+    Ok(Started::Passthrough(Routed {
         holds: (
             context.cancels.register(peer.ip(), cancel_target),
             route_slot,
         ),
         backend,
         route: resolved.route,
-        replayed: buf.len(),
-    })
+    }))
 }
 
 /// Reads the PROXY header a load balancer puts before the client's bytes,
@@ -565,7 +723,8 @@ async fn send_reply(mut client: TcpStream, reply: Reply, received: &[u8], contex
         (Reply::Close, _) => return,
         (Reply::Postgres(refusal), _) => refusal.encode().to_vec(),
         (Reply::Tls(_, refusal), Some(fallback)) => {
-            if let Err(error) = fallback.refuse(client, received, &refusal).await {
+            // Boxed: the TLS state is large and rarely needed.
+            if let Err(error) = Box::pin(fallback.refuse(client, received, &refusal)).await {
                 debug!(%error, "refusal in the broker's own TLS session not delivered");
             }
             return;

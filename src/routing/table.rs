@@ -3,9 +3,15 @@
 //! A table is built once (by [`crate::routing::file`]) and never mutated;
 //! reloads build a new one. Lookup is two hash probes whatever the table size:
 //! the exact name, then the name's parent for a one-label wildcard.
+//!
+//! A route also says how its sessions' TLS is carried ([`TlsMode`]): passed
+//! through untouched (the default), or terminated by pgsni with a certificate
+//! of the route's own. The table only names the files; reading them is the
+//! proxy's business, so that a table of passthrough routes never touches a key.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -67,6 +73,17 @@ pub enum RouteError {
     DefaultWithPlaceholder(String),
 }
 
+/// The prefix of a unix-socket backend: `unix:/run/postgresql/.s.PGSQL.5432`
+/// names the socket file itself.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// The longest unix socket path (`sun_path` holds 108 bytes with the NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+/// The longest label a wildcard can capture, which bounds what `{1}` adds to
+/// a unix socket path.
+const MAX_LABEL: usize = 63;
+
 impl Pattern {
     /// Parses a `server_name` from the routes file: a DNS name, or `*.` and a
     /// DNS name. Normalised the way client names are (lowercase, one trailing
@@ -115,9 +132,15 @@ impl BackendTemplate {
         self.segments.contains(&Segment::Captured)
     }
 
+    /// Whether this is a unix-socket backend (`unix:/path`).
+    pub fn is_unix(&self) -> bool {
+        matches!(self.segments.first(), Some(Segment::Literal(text)) if text.starts_with(UNIX_PREFIX))
+    }
+
     /// Parses `host:port` (host a DNS name, an IPv4 address or a bracketed
-    /// IPv6 address), where `{1}` may stand for the captured label when
-    /// `allow_capture` is set (wildcard routes).
+    /// IPv6 address) or `unix:/absolute/path` (a socket file), where `{1}` may
+    /// stand for the captured label when `allow_capture` is set (wildcard
+    /// routes). Whether a unix socket suits the route is the route's check.
     pub fn parse(text: &str, allow_capture: bool) -> Result<Self, RouteError> {
         let invalid = |reason| RouteError::Backend {
             backend: text.to_owned(),
@@ -151,7 +174,13 @@ impl BackendTemplate {
         let template = Self { segments };
         // Any label a client can make us capture is a valid DNS label, so a
         // sample label proves the shape of every address this can expand to.
-        validate_address(&template.expand("x")).map_err(invalid)?;
+        // A DNS label has no '/' or '.', so it cannot climb out of a socket
+        // path's directory either; only the path's length depends on it.
+        if template.is_unix() {
+            validate_unix_path(&template.expand(&"x".repeat(MAX_LABEL))).map_err(invalid)?;
+        } else {
+            validate_address(&template.expand("x")).map_err(invalid)?;
+        }
         Ok(template)
     }
 
@@ -171,6 +200,22 @@ impl BackendTemplate {
         }
         address
     }
+}
+
+/// Checks that `address` is `unix:` and an absolute path that fits a socket
+/// address.
+fn validate_unix_path(address: &str) -> Result<(), &'static str> {
+    let path = address.strip_prefix(UNIX_PREFIX).unwrap_or(address);
+    if !path.starts_with('/') {
+        return Err("a unix socket path must be absolute");
+    }
+    if path.len() > MAX_UNIX_PATH {
+        return Err("a unix socket path is at most 107 bytes (63 for each {1})");
+    }
+    if path.contains('\0') {
+        return Err("a unix socket path cannot hold a NUL byte");
+    }
+    Ok(())
 }
 
 /// Checks that `address` is `host:port` with a usable host and port.
@@ -194,6 +239,83 @@ fn validate_address(address: &str) -> Result<(), &'static str> {
         .map_err(|_| "host must be a DNS name, an IPv4 address or [IPv6]")
 }
 
+/// Where a terminated route's certificate chain and private key live (PEM
+/// files). Two routes naming the same files share one loaded identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentityFiles {
+    /// The certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// The leaf's private key.
+    pub private_key: PathBuf,
+}
+
+/// How a terminated route reaches its backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendTls {
+    /// Plaintext: a private network or a unix socket.
+    Disable,
+    /// TLS without verifying the backend's certificate, like libpq's
+    /// `sslmode=require`: safe from eavesdropping, not from impersonation.
+    Require,
+    /// TLS, with the backend's certificate verified against `ca` for the
+    /// backend's host name, like libpq's `sslmode=verify-full`.
+    VerifyFull {
+        /// The CA certificates (PEM) the backend's certificate must chain to.
+        ca: PathBuf,
+    },
+}
+
+impl BackendTls {
+    /// The name used in the routes file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Require => "require",
+            Self::VerifyFull { .. } => "verify-full",
+        }
+    }
+}
+
+/// What a terminated route needs: its own identity, and how to reach its
+/// backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Termination {
+    /// The certificate and key pgsni presents for this route.
+    pub identity: IdentityFiles,
+    /// How the backend connection is protected.
+    pub backend_tls: BackendTls,
+}
+
+/// How a route carries its sessions' TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// The TLS session runs end to end between the client and the backend;
+    /// pgsni forwards its encrypted bytes and holds no key for it.
+    #[default]
+    Passthrough,
+    /// pgsni completes the TLS session itself with the route's certificate,
+    /// reads the StartupMessage and opens its own connection to the backend.
+    Terminate(Arc<Termination>),
+}
+
+impl TlsMode {
+    /// The `mode` metric label: `passthrough` or `terminate`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Passthrough => "passthrough",
+            Self::Terminate(_) => "terminate",
+        }
+    }
+
+    /// The termination settings, for a terminated route.
+    pub fn termination(&self) -> Option<&Arc<Termination>> {
+        match self {
+            Self::Passthrough => None,
+            Self::Terminate(termination) => Some(termination),
+        }
+    }
+}
+
 /// A route: a pattern and the backends tried in order.
 #[derive(Clone, Debug)]
 pub struct Route {
@@ -207,6 +329,8 @@ pub struct Route {
     proxy_protocol: bool,
     /// The most sessions this route may hold at once.
     max_connections: Option<usize>,
+    /// Passthrough, or terminated with the route's own certificate.
+    mode: TlsMode,
 }
 
 impl Route {
@@ -222,7 +346,54 @@ impl Route {
             default: false,
             proxy_protocol: false,
             max_connections: None,
+            mode: TlsMode::Passthrough,
         })
+    }
+
+    /// Sets how the route carries TLS (passthrough by default).
+    pub fn with_mode(mut self, mode: TlsMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How the route carries TLS.
+    pub fn mode(&self) -> &TlsMode {
+        &self.mode
+    }
+
+    /// Checks that every backend suits the route: a unix socket speaks
+    /// neither TLS (Postgres does not offer it there) nor the PROXY protocol
+    /// (whose header carries TCP addresses), so it needs a terminated route
+    /// with `backend_tls = "disable"` and no PROXY header. On failure, the
+    /// index of the offending backend comes with the error.
+    pub fn check_backends(&self) -> Result<(), (usize, RouteError)> {
+        for (index, backend) in self.backends.iter().enumerate() {
+            if !backend.is_unix() {
+                continue;
+            }
+            let reason = match &self.mode {
+                TlsMode::Passthrough => {
+                    "a unix-socket backend needs tls = \"terminate\": Postgres does not offer TLS on a unix socket"
+                }
+                TlsMode::Terminate(termination)
+                    if termination.backend_tls != BackendTls::Disable =>
+                {
+                    "a unix-socket backend needs backend_tls = \"disable\": Postgres does not offer TLS on a unix socket"
+                }
+                TlsMode::Terminate(_) if self.proxy_protocol => {
+                    "a unix-socket backend cannot take a PROXY header"
+                }
+                TlsMode::Terminate(_) => continue,
+            };
+            return Err((
+                index,
+                RouteError::Backend {
+                    backend: backend.expand("{1}"),
+                    reason,
+                },
+            ));
+        }
+        Ok(())
     }
 
     /// Caps the sessions this route may hold at once.
@@ -265,6 +436,7 @@ impl Route {
             backends: self.backends.iter().map(|b| b.expand(label)).collect(),
             proxy_protocol: self.proxy_protocol,
             max_connections: self.max_connections,
+            mode: self.mode.clone(),
         }
     }
 }
@@ -274,12 +446,15 @@ impl Route {
 pub struct Resolved {
     /// The matching route's pattern (the `route` metric label).
     pub route: Arc<str>,
-    /// Backend addresses (`host:port`), in the order to try them.
+    /// Backend addresses (`host:port`, or `unix:/path` on a terminated
+    /// route), in the order to try them.
     pub backends: Vec<String>,
     /// Whether backend connections start with a PROXY v2 header.
     pub proxy_protocol: bool,
     /// The most sessions the route may hold at once.
     pub max_connections: Option<usize>,
+    /// Passthrough, or terminated with the route's own certificate.
+    pub mode: TlsMode,
 }
 
 /// An immutable set of routes with constant-time lookup.
@@ -293,12 +468,16 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds a table, refusing two routes with the same pattern.
+    /// Builds a table, refusing two routes with the same pattern and
+    /// backends that do not suit their route (see [`Route::check_backends`]).
     pub fn new(routes: Vec<Route>) -> Result<Self, (usize, RouteError)> {
         let mut exact = HashMap::with_capacity(routes.len());
         let mut wildcard = HashMap::new();
         let mut default = None;
         for (index, route) in routes.iter().enumerate() {
+            route
+                .check_backends()
+                .map_err(|(_, error)| (index, error))?;
             if route.default && default.replace(index).is_some() {
                 return Err((index, RouteError::SecondDefault(route.label.to_string())));
             }
@@ -331,6 +510,14 @@ impl RouteTable {
     /// The routes, in file order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The termination settings of every terminated route, in file order:
+    /// what must be loaded before this table can be put in force.
+    pub fn terminations(&self) -> impl Iterator<Item = &Termination> {
+        self.routes
+            .iter()
+            .filter_map(|route| route.mode.termination().map(|t| &**t))
     }
 
     /// Finds the route for `name`: an exact match wins over a wildcard, and a
@@ -494,6 +681,70 @@ mod tests {
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn unix_backends() {
+        let template = BackendTemplate::parse("unix:/run/{1}/.s.PGSQL.5432", true).unwrap();
+        assert!(template.is_unix());
+        assert_eq!(template.expand("t7"), "unix:/run/t7/.s.PGSQL.5432");
+        assert!(!BackendTemplate::parse("10.0.0.1:5432", false)
+            .unwrap()
+            .is_unix());
+        for bad in [
+            "unix:relative/.s.PGSQL.5432",
+            "unix:",
+            &format!("unix:/{}", "d".repeat(107)),
+            &format!("unix:/{}/{{1}}", "d".repeat(45)),
+        ] {
+            assert!(
+                BackendTemplate::parse(bad, true).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn unix_backends_only_on_plaintext_terminated_routes() {
+        let terminated = |backend_tls| {
+            TlsMode::Terminate(Arc::new(Termination {
+                identity: IdentityFiles {
+                    certificate: "a.pem".into(),
+                    private_key: "a.key".into(),
+                },
+                backend_tls,
+            }))
+        };
+        let unix = route(
+            "a.example.com",
+            &["127.0.0.1:1", "unix:/run/pg/.s.PGSQL.5432"],
+        );
+        let (index, error) = unix.check_backends().unwrap_err();
+        assert_eq!(index, 1);
+        assert!(error.to_string().contains("terminate"), "{error}");
+        assert!(RouteTable::new(vec![unix.clone()]).is_err());
+
+        let plaintext = unix.clone().with_mode(terminated(BackendTls::Disable));
+        assert!(plaintext.check_backends().is_ok());
+        assert!(plaintext
+            .clone()
+            .with_proxy_protocol()
+            .check_backends()
+            .is_err());
+        let encrypted = unix.with_mode(terminated(BackendTls::Require));
+        assert!(encrypted.check_backends().is_err());
+
+        let table =
+            RouteTable::new(vec![plaintext, route("b.example.com", &["127.0.0.1:2"])]).unwrap();
+        assert_eq!(table.terminations().count(), 1);
+        assert_eq!(
+            table.lookup(&name("a.example.com")).unwrap().mode.label(),
+            "terminate"
+        );
+        assert_eq!(
+            table.lookup(&name("b.example.com")).unwrap().mode.label(),
+            "passthrough"
+        );
     }
 
     #[test]

@@ -8,16 +8,34 @@
 //! file that does not parse leaves the last good table in force. SIGHUP and a
 //! periodic backstop re-read as well, covering watchers that miss events
 //! (network filesystems, a directory that is itself replaced).
+//!
+//! A table may need more than parsing before it can serve: the keys its
+//! terminated routes name ([`Prepare`]). A table whose keys do not load is
+//! refused like one that does not parse, but retried at every re-read, since
+//! the keys may appear later than the route (an issuer that has not issued
+//! yet); the refusal is reported again only if its reason changes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{file, SharedTable};
+use super::{file, RouteTable, SharedTable};
 use crate::metrics::{ROUTES, ROUTES_RELOAD_TOTAL};
+
+/// What a table needs ready, beyond being valid, before it is put in force.
+pub trait Prepare: Send + Sync {
+    /// Gets ready what `table` needs; an error keeps the previous table in
+    /// force.
+    fn prepare(&self, table: &RouteTable) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Called once `table` is in force, to let go of what only the tables
+    /// before it needed.
+    fn committed(&self, table: &RouteTable);
+}
 
 /// How long to wait after an event for the writer to finish: a rename or a
 /// symlink swap produces several events in a burst.
@@ -55,6 +73,11 @@ pub struct Reloader {
     /// The bytes last refused, so that a bad file is reported once, not at
     /// every event or backstop tick until it is fixed.
     refused: Option<Vec<u8>>,
+    /// What a new table must have ready before it is put in force.
+    prepare: Option<Arc<dyn Prepare>>,
+    /// A valid file whose table could not be prepared, with the reason:
+    /// retried at every re-read, reported when the reason changes.
+    unprepared: Option<(Vec<u8>, String)>,
 }
 
 impl Reloader {
@@ -66,7 +89,16 @@ impl Reloader {
             table,
             current,
             refused: None,
+            prepare: None,
+            unprepared: None,
         }
+    }
+
+    /// Has every new table prepared by `prepare` before it is put in force.
+    /// (The table given to [`Reloader::new`] must be prepared already.)
+    pub fn with_prepare(mut self, prepare: Arc<dyn Prepare>) -> Self {
+        self.prepare = Some(prepare);
+        self
     }
 
     /// Re-reads the file and swaps the table if it changed and is valid.
@@ -75,13 +107,7 @@ impl Reloader {
             Ok(bytes) if bytes == self.current => ReloadResult::Unchanged,
             Ok(bytes) if self.refused.as_ref() == Some(&bytes) => ReloadResult::Unchanged,
             Ok(bytes) => match file::load(&self.path) {
-                Ok((table, bytes)) => {
-                    info!(path = %self.path.display(), routes = table.len(), "routes reloaded");
-                    ::metrics::gauge!(ROUTES).set(table.len() as f64);
-                    self.table.store(table);
-                    self.current = bytes;
-                    ReloadResult::Ok
-                }
+                Ok((table, bytes)) => self.put_in_force(table, bytes),
                 Err(error) => {
                     warn!(%error, "routes file refused; the previous table stays in force");
                     self.refused = Some(bytes);
@@ -97,6 +123,30 @@ impl Reloader {
             ::metrics::counter!(ROUTES_RELOAD_TOTAL, "result" => result.as_str()).increment(1);
         }
         result
+    }
+
+    /// Prepares `table` (built from `bytes`) and swaps it in.
+    fn put_in_force(&mut self, table: RouteTable, bytes: Vec<u8>) -> ReloadResult {
+        if let Some(prepare) = &self.prepare {
+            if let Err(error) = prepare.prepare(&table) {
+                let refusal = (bytes, error.to_string());
+                if self.unprepared.as_ref() == Some(&refusal) {
+                    return ReloadResult::Unchanged;
+                }
+                warn!(path = %self.path.display(), error = %refusal.1, "routes file refused: its keys do not load; the previous table stays in force");
+                self.unprepared = Some(refusal);
+                return ReloadResult::Error;
+            }
+        }
+        info!(path = %self.path.display(), routes = table.len(), "routes reloaded");
+        ::metrics::gauge!(ROUTES).set(table.len() as f64);
+        self.table.store(table);
+        self.current = bytes;
+        self.unprepared = None;
+        if let Some(prepare) = &self.prepare {
+            prepare.committed(&self.table.load());
+        }
+        ReloadResult::Ok
     }
 }
 
@@ -220,6 +270,56 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(reloader.reload(), ReloadResult::Error);
         assert_eq!(shared.load().len(), 2);
+    }
+
+    /// Keys that are missing until `ready` is set.
+    #[derive(Default)]
+    struct Keys {
+        ready: std::sync::atomic::AtomicBool,
+        committed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Prepare for Keys {
+        fn prepare(
+            &self,
+            _table: &RouteTable,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("tls.key: No such file or directory".into())
+            }
+        }
+
+        fn committed(&self, _table: &RouteTable) {
+            self.committed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_table_whose_keys_are_missing_is_retried_until_they_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, ONE).unwrap();
+        let (table, bytes) = file::load(&path).unwrap();
+        let shared: SharedTable = Routes::new(table);
+        let keys = Arc::new(Keys::default());
+        let mut reloader =
+            Reloader::new(path.clone(), shared.clone(), bytes).with_prepare(keys.clone());
+
+        std::fs::write(&path, TWO).unwrap();
+        assert_eq!(reloader.reload(), ReloadResult::Error);
+        assert_eq!(shared.load().len(), 1, "the previous table stays");
+        assert_eq!(reloader.reload(), ReloadResult::Unchanged, "reported once");
+        keys.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            reloader.reload(),
+            ReloadResult::Ok,
+            "retried, not remembered as bad"
+        );
+        assert_eq!(shared.load().len(), 2);
+        assert_eq!(keys.committed.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

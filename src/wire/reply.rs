@@ -95,6 +95,32 @@ impl Refusal {
         )),
     };
 
+    /// The client sent no server name, and its StartupMessage names no
+    /// route either (where the broker reads it: see
+    /// [`crate::proxy::terminate`]).
+    pub const NO_ROUTE_NAMED: Self = Self {
+        code: SqlState::REJECTED_ESTABLISHMENT,
+        message: Cow::Borrowed("the client sent no server name (SNI)"),
+        hint: Some(Cow::Borrowed(
+            "connect by host name (libpq 14 or later sends it), or name the database's host in options='-c pgsni.server_name=NAME'",
+        )),
+    };
+
+    /// A client without a server name named a passthrough route in its
+    /// StartupMessage; only the server name reaches such a route, since its
+    /// TLS session ends at the tenant's own server.
+    pub fn server_name_required(route: &str) -> Self {
+        Self {
+            code: SqlState::REJECTED_ESTABLISHMENT,
+            message: Cow::Owned(format!(
+                "the database \"{route}\" can only be reached by its server name (SNI): its TLS session ends at the database itself"
+            )),
+            hint: Some(Cow::Borrowed(
+                "connect by host name (libpq 14 or later sends it); give a numeric address with hostaddr=",
+            )),
+        }
+    }
+
     /// The server name is not a valid DNS name.
     pub const INVALID_SERVER_NAME: Self = Self {
         code: SqlState::REJECTED_ESTABLISHMENT,

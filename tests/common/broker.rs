@@ -31,6 +31,32 @@ impl Broker {
         Self::spawn(dir, &routes_path, extra)
     }
 
+    /// Like [`Broker::start_with`], but when the tests run as root the broker
+    /// runs as an unprivileged user (uid and gid 65534), which can read none
+    /// of the test PKI's keys (mode 0600, owned by `postgres`).
+    pub fn start_unprivileged(routes: &str, extra: &[&str]) -> Broker {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir for the broker");
+        let routes_path = dir.path().join("routes.toml");
+        std::fs::write(&routes_path, routes).expect("write routes file");
+        let readable = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("make the routes file readable")
+        };
+        readable(dir.path(), 0o755);
+        readable(&routes_path, 0o644);
+        let wrapper = super::os::is_root().then_some(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ][..],
+        );
+        Self::launch_as(wrapper, None, dir, &routes_path, extra)
+    }
+
     /// Starts the broker on an existing routes file path inside `dir`.
     pub fn spawn(dir: tempfile::TempDir, routes_path: &Path, extra: &[&str]) -> Broker {
         Self::launch(None, dir, routes_path, extra)
@@ -53,13 +79,33 @@ impl Broker {
         routes_path: &Path,
         extra: &[&str],
     ) -> Broker {
+        Self::launch_as(None, port, dir, routes_path, extra)
+    }
+
+    /// Starts the broker, through `wrapper` (a command that runs its last
+    /// argument, such as `setpriv ... --`) when given.
+    fn launch_as(
+        wrapper: Option<&[&str]>,
+        port: Option<u16>,
+        dir: tempfile::TempDir,
+        routes_path: &Path,
+        extra: &[&str],
+    ) -> Broker {
         // The broker picks its own free ports (port 0) and the test reads
         // them from its log: ports found free beforehand could be taken by a
         // parallel test, and with SO_REUSEPORT two brokers would then share
         // one silently.
         let log_path = dir.path().join("pgsni.log");
         let log = std::fs::File::create(&log_path).expect("create log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pgsni"))
+        let mut command = match wrapper {
+            Some([program, args @ ..]) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_pgsni"));
+                command
+            }
+            _ => Command::new(env!("CARGO_BIN_EXE_pgsni")),
+        };
+        let mut child = command
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", port.unwrap_or(0))])
             .args(["--metrics-listen", "127.0.0.1:0"])
@@ -100,6 +146,11 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The routes file the broker watches.

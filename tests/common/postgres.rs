@@ -109,8 +109,8 @@ const LIBPQ_ENV: &[&str] = &[
     "PGCLUSTER",
 ];
 
-/// A running PostgreSQL server in its own directory, with TLS on, listening
-/// on 127.0.0.1 at a free port.
+/// A running PostgreSQL server in its own directory, listening on 127.0.0.1
+/// at a free port, with TLS on (or off: [`PgCluster::start_plaintext`]).
 ///
 /// Stopped (immediate mode) and deleted on drop.
 pub struct PgCluster {
@@ -140,6 +140,18 @@ impl PgCluster {
     /// [`PgCluster::psql_local`] still uses the default bindir's `psql`,
     /// which talks to newer servers over the unix socket just as well.
     pub fn start_with_bindir(name: &str, leaf: &LeafFiles, bindir: &Path) -> PgCluster {
+        Self::start_inner(name, Some(leaf), bindir)
+    }
+
+    /// A cluster with TLS off, as a backend on a private network would be:
+    /// like [`PgCluster::start`], but its `pg_hba.conf` takes plaintext
+    /// (`host`, scram-sha-256) connections from 127.0.0.1, and trust over
+    /// its unix socket ([`PgCluster::unix_socket`]).
+    pub fn start_plaintext(name: &str) -> PgCluster {
+        Self::start_inner(name, None, bindir())
+    }
+
+    fn start_inner(name: &str, leaf: Option<&LeafFiles>, bindir: &Path) -> PgCluster {
         assert!(
             !name.is_empty()
                 && name.len() <= 63
@@ -188,14 +200,30 @@ impl PgCluster {
         fs::create_dir(&sock).expect("create socket dir");
         give_to_server_user(&sock, 0o755);
 
-        write_server_file(&data.join("server.crt"), &leaf.cert_pem, 0o644);
-        write_server_file(&data.join("server.key"), &leaf.key_pem, 0o600);
+        let (hba, ssl) = match leaf {
+            Some(leaf) => {
+                write_server_file(&data.join("server.crt"), &leaf.cert_pem, 0o644);
+                write_server_file(&data.join("server.key"), &leaf.key_pem, 0o600);
+                (
+                    "hostssl all  all  127.0.0.1/32   scram-sha-256\n\
+                     host    all  all  127.0.0.1/32   reject\n",
+                    "ssl = on\n\
+                     ssl_cert_file = 'server.crt'\n\
+                     ssl_key_file = 'server.key'\n\
+                     ssl_min_protocol_version = 'TLSv1.2'\n",
+                )
+            }
+            None => (
+                "host    all  all  127.0.0.1/32   scram-sha-256\n",
+                "ssl = off\n",
+            ),
+        };
         write_server_file(
             &data.join("pg_hba.conf"),
-            "# written by the pgsni test harness\n\
-             local   all  all                 trust\n\
-             hostssl all  all  127.0.0.1/32   scram-sha-256\n\
-             host    all  all  127.0.0.1/32   reject\n",
+            &format!(
+                "# written by the pgsni test harness\n\
+                 local   all  all                 trust\n{hba}"
+            ),
             0o600,
         );
         let conf = format!(
@@ -208,10 +236,7 @@ impl PgCluster {
              synchronous_commit = off\n\
              full_page_writes = off\n\
              autovacuum = off\n\
-             ssl = on\n\
-             ssl_cert_file = 'server.crt'\n\
-             ssl_key_file = 'server.key'\n\
-             ssl_min_protocol_version = 'TLSv1.2'\n\
+             {ssl}\
              password_encryption = 'scram-sha-256'\n\
              cluster_name = '{name}'\n\
              lc_messages = 'C'\n\
@@ -308,6 +333,11 @@ impl PgCluster {
     /// The directory holding the server's unix socket.
     pub fn socket_dir(&self) -> PathBuf {
         self.base.join("sock")
+    }
+
+    /// The server's unix socket itself (in [`PgCluster::socket_dir`]).
+    pub fn unix_socket(&self) -> PathBuf {
+        self.socket_dir().join(format!(".s.PGSQL.{}", self.port))
     }
 
     /// The server's data directory.
