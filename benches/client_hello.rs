@@ -1,72 +1,65 @@
 //! ClientHello parsing: pgsni against rustls's `Acceptor` and tls-parser.
 //!
 //! Each contender reads the server name and the ALPN offer from the same
-//! bytes, produced by a real rustls client:
+//! bytes, captured from real clients (see `src/tls/testdata/README.md`):
 //!
-//! - `single`: a classical (X25519) TLS 1.2 + 1.3 ClientHello in one record;
-//! - `fragmented`: the same message re-split into records of 2, 3, 1 and 64
-//!   bytes and the rest, as anti-censorship clients send it.
+//! - `classical`: psql 15 (OpenSSL 3.0), an X25519 key share, one record;
+//! - `post_quantum`: psycopg's libpq 18 (OpenSSL 3.5), an X25519MLKEM768 key
+//!   share of 1216 bytes beside the X25519 one, one record;
+//! - `multi_record`: the post-quantum hello in records of 512 bytes, as a
+//!   client limited to 512-byte fragments sends it.
 //!
-//! Run with `cargo bench --bench client_hello`.
+//! After the measurements, a table of criterion's medians is printed, with
+//! the ratios between contenders measured in interleaved rounds, which a
+//! shared machine's changing load does not skew. Run with
+//! `cargo bench --bench client_hello`.
 
 use std::hint::black_box;
 use std::io::Read;
-use std::sync::Arc;
+use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use pgsni::tls::{read_client_hello, HostName};
-use rustls::pki_types::ServerName;
 use tls_parser::{
     parse_tls_client_hello_extensions, parse_tls_message_handshake, parse_tls_plaintext,
-    parse_tls_raw_record, TlsExtension, TlsMessage, TlsMessageHandshake,
+    parse_tls_raw_record, SNIType, TlsExtension, TlsMessage, TlsMessageHandshake,
 };
 
+#[path = "support/summary.rs"]
+mod summary;
+
 const POSTGRESQL: &[u8] = b"postgresql";
+const GROUP: &str = "client_hello";
 
-/// A rustls client's first flight: one record carrying its ClientHello.
-fn rustls_client_hello() -> Vec<u8> {
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default versions")
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    config.alpn_protocols = vec![POSTGRESQL.to_vec()];
-    let name = ServerName::try_from("alpha.db.example.com").expect("valid name");
-    let mut client = rustls::ClientConnection::new(Arc::new(config), name).expect("client starts");
-    let mut out = Vec::new();
-    while client.wants_write() {
-        client.write_tls(&mut out).expect("writing to a Vec");
-    }
-    out
-}
+/// The inputs, by benchmark parameter.
+const INPUTS: [(&str, &[u8]); 3] = [
+    (
+        "classical",
+        include_bytes!("../src/tls/testdata/psql15_openssl30.bin"),
+    ),
+    (
+        "post_quantum",
+        include_bytes!("../src/tls/testdata/psycopg_libpq18_openssl35.bin"),
+    ),
+    (
+        "multi_record",
+        include_bytes!("../src/tls/testdata/multi_record_pq.bin"),
+    ),
+];
 
-/// The handshake message of a single-record hello, re-framed as handshake
-/// records with the given fragment lengths, then one for the rest.
-fn refragment(single: &[u8], lengths: &[usize]) -> Vec<u8> {
-    let mut message = &single[5..];
-    let mut out = Vec::new();
-    for &len in lengths.iter().chain([&usize::MAX]) {
-        let (fragment, rest) = message.split_at(len.min(message.len()));
-        out.extend_from_slice(&[0x16, 0x03, 0x01]);
-        out.extend_from_slice(&(fragment.len() as u16).to_be_bytes());
-        out.extend_from_slice(fragment);
-        message = rest;
-    }
-    out
-}
-
-fn pgsni(input: &[u8], scratch: &mut Vec<u8>) -> bool {
+/// Every contender finds the server name and whether `postgresql` is among
+/// the ALPN protocols, and hands them to `read`: in the benchmarks that only
+/// keeps them alive, before the benchmarks it checks that all agree.
+fn pgsni<R>(input: &[u8], scratch: &mut Vec<u8>, read: impl FnOnce(&[u8], bool) -> R) -> R {
     let hello = read_client_hello(input, scratch)
         .expect("valid hello")
         .expect("complete hello");
-    let name = HostName::parse(hello.server_name().expect("has SNI")).expect("valid name");
-    black_box(name);
-    hello.offers_alpn(POSTGRESQL)
+    let raw = hello.server_name().expect("has SNI");
+    let name = HostName::parse(raw).expect("valid name");
+    read(name.as_bytes(), hello.offers_alpn(POSTGRESQL))
 }
 
-fn rustls_acceptor(mut input: &[u8]) -> bool {
+fn rustls_acceptor<R>(mut input: &[u8], read: impl FnOnce(&[u8], bool) -> R) -> R {
     let mut acceptor = rustls::server::Acceptor::default();
     while !input.is_empty() {
         acceptor
@@ -79,13 +72,13 @@ fn rustls_acceptor(mut input: &[u8]) -> bool {
         .expect("valid hello")
         .expect("complete hello");
     let hello = accepted.client_hello();
-    black_box(hello.server_name().expect("has SNI"));
-    hello
+    let offers = hello
         .alpn()
-        .is_some_and(|mut protocols| protocols.any(|p| p == POSTGRESQL))
+        .is_some_and(|mut protocols| protocols.any(|p| p == POSTGRESQL));
+    read(hello.server_name().expect("has SNI").as_bytes(), offers)
 }
 
-fn tls_parser(input: &[u8]) -> bool {
+fn tls_parser<R>(input: &[u8], read: impl FnOnce(&[u8], bool) -> R) -> R {
     // tls-parser reads one record at a time; a fragmented message has to be
     // put back together by hand before it can be parsed.
     let reassembled;
@@ -109,51 +102,114 @@ fn tls_parser(input: &[u8]) -> bool {
     };
     let (_, extensions) =
         parse_tls_client_hello_extensions(hello.ext.expect("has extensions")).expect("valid");
-    let mut offers = false;
+    let (mut name, mut offers) = (None, false);
     for extension in extensions {
         match extension {
             TlsExtension::SNI(names) => {
-                black_box(names);
+                name = names
+                    .into_iter()
+                    .find(|(name_type, _)| *name_type == SNIType::HostName)
+                    .map(|(_, host)| host);
             }
             TlsExtension::ALPN(protocols) => offers = protocols.contains(&POSTGRESQL),
             _ => {}
         }
     }
+    read(name.expect("has SNI"), offers)
+}
+
+/// For the benchmarks: keep the name alive, return the ALPN answer.
+fn keep(name: &[u8], offers: bool) -> bool {
+    black_box(name);
     offers
 }
 
-fn client_hello(c: &mut Criterion) {
-    let single = rustls_client_hello();
-    let fragmented = refragment(&single, &[2, 3, 1, 64]);
+/// For the check: an owned copy of what was read.
+fn owned(name: &[u8], offers: bool) -> (Vec<u8>, bool) {
+    (name.to_vec(), offers)
+}
 
-    let mut group = c.benchmark_group("client_hello");
-    for (label, input) in [("single", &single), ("fragmented", &fragmented)] {
+fn client_hello(c: &mut Criterion) {
+    let mut group = c.benchmark_group(GROUP);
+    for (label, input) in INPUTS {
         group.throughput(Throughput::Bytes(input.len() as u64));
 
         // The scratch buffer lives as long as a connection; reusing it here
         // leaves out one allocation per fragmented connection.
         let mut scratch = Vec::new();
-        assert!(pgsni(input, &mut scratch));
-        group.bench_with_input(BenchmarkId::new("pgsni", label), input, |b, input| {
-            b.iter(|| pgsni(black_box(input), &mut scratch));
-        });
+        let ours = pgsni(input, &mut scratch, owned);
+        assert_eq!(rustls_acceptor(input, owned), ours, "rustls on {label}");
+        assert_eq!(tls_parser(input, owned), ours, "tls-parser on {label}");
 
-        assert!(rustls_acceptor(input));
+        group.bench_with_input(BenchmarkId::new("pgsni", label), input, |b, input| {
+            b.iter(|| pgsni(black_box(input), &mut scratch, keep));
+        });
         group.bench_with_input(
             BenchmarkId::new("rustls_acceptor", label),
             input,
-            |b, input| {
-                b.iter(|| rustls_acceptor(black_box(input)));
-            },
+            |b, input| b.iter(|| rustls_acceptor(black_box(input), keep)),
         );
-
-        assert!(tls_parser(input));
         group.bench_with_input(BenchmarkId::new("tls_parser", label), input, |b, input| {
-            b.iter(|| tls_parser(black_box(input)));
+            b.iter(|| tls_parser(black_box(input), keep))
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, client_hello);
-criterion_main!(benches);
+/// Medians from criterion, and the ratios from interleaved rounds (see
+/// `support/summary.rs`), for every input measured in this run.
+fn print_summary(medians: &summary::Medians) {
+    use summary::cell;
+
+    println!("\nClientHello, SNI + ALPN: criterion's median per hello, and the median ratio over 51 interleaved rounds\n");
+    println!("| input | bytes | pgsni | rustls Acceptor | tls-parser | rustls / pgsni | tls-parser / pgsni |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, input) in INPUTS {
+        let [ours, theirs, nom] =
+            ["pgsni", "rustls_acceptor", "tls_parser"].map(|f| medians.get(GROUP, f, label));
+        if ours.is_none() {
+            continue;
+        }
+        let mut scratch = Vec::new();
+        let ratios = summary::paired(
+            &mut [
+                &mut || {
+                    pgsni(black_box(input), &mut scratch, keep);
+                },
+                &mut || {
+                    rustls_acceptor(black_box(input), keep);
+                },
+                &mut || {
+                    tls_parser(black_box(input), keep);
+                },
+            ],
+            51,
+            Duration::from_millis(5),
+        );
+        println!(
+            "| {label} | {} | {} | {} | {} | {:.1}× | {:.1}× |",
+            input.len(),
+            cell(ours),
+            cell(theirs),
+            cell(nom),
+            ratios[1].1,
+            ratios[2].1,
+        );
+    }
+}
+
+fn main() {
+    let medians = summary::Medians::start();
+    // Short runs: the numbers are stable well within this, and the bench
+    // shares its machine.
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(40)
+        .configure_from_args();
+    client_hello(&mut c);
+    c.final_summary();
+    if summary::benchmarking() {
+        print_summary(&medians);
+    }
+}

@@ -14,6 +14,14 @@ use pgsni::tls::{
 
 const SINGLE_RECORD: &[u8] = include_bytes!("../src/tls/testdata/rustls_alpn.bin");
 const FRAGMENTED: &[u8] = include_bytes!("../src/tls/testdata/rustls_fragmented.bin");
+/// Real clients' hellos in one record: psql 15, and libpq 18's post-quantum
+/// one.
+const CAPTURED: [&[u8]; 2] = [
+    include_bytes!("../src/tls/testdata/psql15_openssl30.bin"),
+    include_bytes!("../src/tls/testdata/psycopg_libpq18_openssl35.bin"),
+];
+/// The post-quantum hello in four records.
+const MULTI_RECORD: &[u8] = include_bytes!("../src/tls/testdata/multi_record_pq.bin");
 
 thread_local! {
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
@@ -92,23 +100,25 @@ fn the_counter_counts() {
 
 #[test]
 fn single_record_hello_allocates_nothing() {
-    let allocations = allocations_in(|| {
-        let Ok(Located::Contiguous { message, .. }) = locate(black_box(SINGLE_RECORD)) else {
-            panic!("expected a single-record hello");
-        };
-        read_everything(&ClientHello::parse(message).unwrap());
-    });
-    assert_eq!(allocations, 0);
+    for input in [SINGLE_RECORD, CAPTURED[0], CAPTURED[1]] {
+        let allocations = allocations_in(|| {
+            let Ok(Located::Contiguous { message, .. }) = locate(black_box(input)) else {
+                panic!("expected a single-record hello");
+            };
+            read_everything(&ClientHello::parse(message).unwrap());
+        });
+        assert_eq!(allocations, 0);
 
-    let mut scratch = Vec::new();
-    let allocations = allocations_in(|| {
-        let hello = read_client_hello(black_box(SINGLE_RECORD), &mut scratch)
-            .unwrap()
-            .unwrap();
-        read_everything(&hello);
-    });
-    assert_eq!(allocations, 0);
-    assert_eq!(scratch.capacity(), 0, "scratch untouched");
+        let mut scratch = Vec::new();
+        let allocations = allocations_in(|| {
+            let hello = read_client_hello(black_box(input), &mut scratch)
+                .unwrap()
+                .unwrap();
+            read_everything(&hello);
+        });
+        assert_eq!(allocations, 0);
+        assert_eq!(scratch.capacity(), 0, "scratch untouched");
+    }
 }
 
 #[test]
@@ -125,13 +135,15 @@ fn fragmented_hello_allocates_nothing_given_a_buffer() {
 
     // A scratch `Vec` with room to spare is reused as is.
     let mut scratch = Vec::with_capacity(MAX_CLIENT_HELLO_BYTES);
-    let allocations = allocations_in(|| {
-        let hello = read_client_hello(black_box(FRAGMENTED), &mut scratch)
-            .unwrap()
-            .unwrap();
-        read_everything(&hello);
-    });
-    assert_eq!(allocations, 0);
+    for input in [FRAGMENTED, MULTI_RECORD] {
+        let allocations = allocations_in(|| {
+            let hello = read_client_hello(black_box(input), &mut scratch)
+                .unwrap()
+                .unwrap();
+            read_everything(&hello);
+        });
+        assert_eq!(allocations, 0);
+    }
 }
 
 #[test]

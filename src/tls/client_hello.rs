@@ -76,8 +76,9 @@ use super::alert::AlertDescription;
 /// The most bytes of input pgsni buffers while waiting for a ClientHello,
 /// record headers included.
 ///
-/// Typical hellos are 200 to 600 bytes; post-quantum key shares bring them to
-/// about 1.8 KiB. Beyond this, [`locate`] fails with [`HelloError::TooLarge`].
+/// Typical hellos are 200 to 600 bytes; a post-quantum key share brings them
+/// to 1.5 to 2 KiB (libpq 18 with OpenSSL 3.5 sends 1577 bytes). Beyond this,
+/// [`locate`] fails with [`HelloError::TooLarge`].
 pub const MAX_CLIENT_HELLO_BYTES: usize = 16 * 1024;
 
 /// `ContentType handshake` (RFC 8446 §5.1).
@@ -238,8 +239,8 @@ pub fn read_client_hello<'a>(
         Located::Contiguous { message, .. } => message,
         Located::Fragmented(fragments) => {
             scratch.clear();
-            scratch.resize(fragments.message_len(), 0);
-            fragments.copy_into(scratch);
+            scratch.reserve(fragments.message_len());
+            fragments.for_each_piece(|piece| scratch.extend_from_slice(piece));
             scratch
         }
     };
@@ -308,14 +309,24 @@ impl Fragments<'_> {
     /// buffer of [`MAX_CLIENT_HELLO_BYTES`] is always long enough.
     pub fn reassemble<'b>(&self, out: &'b mut [u8]) -> Option<&'b [u8]> {
         let out = out.get_mut(..self.message_len)?;
-        self.copy_into(out);
+        let mut unfilled = &mut *out;
+        self.for_each_piece(|piece| {
+            if let Some((dst, rest)) =
+                std::mem::take(&mut unfilled).split_at_mut_checked(piece.len())
+            {
+                dst.copy_from_slice(piece);
+                unfilled = rest;
+            }
+        });
         Some(out)
     }
 
-    /// Fills `out` with message bytes, record by record, until either runs out.
-    fn copy_into(&self, mut out: &mut [u8]) {
+    /// Calls `f` with the message bytes in order: each record's fragment, the
+    /// last one cut where the message ends.
+    fn for_each_piece(&self, mut f: impl FnMut(&[u8])) {
         let mut records = self.records;
-        while !out.is_empty() {
+        let mut missing = self.message_len;
+        while missing > 0 {
             let Some(([.., hi, lo], rest)) = records.split_first_chunk::<RECORD_HEADER_LEN>()
             else {
                 return;
@@ -323,15 +334,9 @@ impl Fragments<'_> {
             let Some((fragment, rest)) = rest.split_at_checked(record_len(*hi, *lo)) else {
                 return;
             };
-            let n = fragment.len().min(out.len());
-            let (Some((dst, unfilled)), Some(src)) = (
-                std::mem::take(&mut out).split_at_mut_checked(n),
-                fragment.get(..n),
-            ) else {
-                return;
-            };
-            dst.copy_from_slice(src);
-            out = unfilled;
+            let piece = fragment.get(..missing).unwrap_or(fragment);
+            f(piece);
+            missing = missing.saturating_sub(piece.len());
             records = rest;
         }
     }
@@ -731,17 +736,21 @@ impl std::iter::FusedIterator for Protocols<'_> {}
 /// The extension types seen so far in one hello, to refuse duplicates
 /// without allocating (rustls uses a `BTreeSet`).
 ///
-/// Real hellos carry a dozen or two extensions, which a short list scanned
-/// linearly handles best. But the count is the client's to choose (16 KiB
-/// has room for 4,000 empty extensions), so past [`FEW_EXTENSIONS`] the set
-/// turns into a bitmap over all 2^16 types, keeping the work linear. The
-/// bitmap's 8 KiB of stack are reserved either way but only cleared when
-/// needed, which is most of the saving.
+/// Real hellos carry a dozen or two extensions, which a short list handles
+/// best, behind a 256-bit filter of hashed types so that a new type is
+/// usually known new without scanning the list. But the count is the
+/// client's to choose (16 KiB has room for 4,000 empty extensions), so past
+/// [`FEW_EXTENSIONS`] the set turns into a bitmap over all 2^16 types,
+/// keeping the work linear. The bitmap's 8 KiB of stack are reserved either
+/// way but only cleared when needed, which is most of the saving.
 #[allow(clippy::large_enum_variant)] // On the stack on purpose: never moved.
 enum ExtensionSet {
     Few {
         types: [u16; FEW_EXTENSIONS],
         len: usize,
+        /// One bit per hash of the types in `types`: a clear bit proves a
+        /// type new.
+        filter: Filter,
     },
     Many(Bitmap),
 }
@@ -751,24 +760,37 @@ const FEW_EXTENSIONS: usize = 32;
 /// One bit for each of the 2^16 extension types.
 type Bitmap = [u64; 1024];
 
+/// 256 bits, for hashes of extension types.
+type Filter = [u64; 4];
+
 impl ExtensionSet {
     fn new() -> Self {
         Self::Few {
             types: [0; FEW_EXTENSIONS],
             len: 0,
+            filter: [0; 4],
         }
     }
 
     /// Adds `ext_type`, returning whether it was new.
     fn insert(&mut self, ext_type: u16) -> bool {
         match self {
-            Self::Few { types, len } => {
-                if types.get(..*len).unwrap_or_default().contains(&ext_type) {
+            Self::Few { types, len, filter } => {
+                // Fibonacci hashing: the top 8 bits of the product spread
+                // neighbouring and GREASE types over the 256 bits.
+                let hash = ext_type.wrapping_mul(0x9e37) >> 8;
+                let bit = 1 << (hash % 64);
+                // `hash / 64` is always below the filter's 4 words.
+                let Some(word) = filter.get_mut(usize::from(hash / 64)) else {
+                    return false;
+                };
+                if *word & bit != 0 && types.get(..*len).unwrap_or_default().contains(&ext_type) {
                     return false;
                 }
                 if let Some(slot) = types.get_mut(*len) {
                     *slot = ext_type;
                     *len = len.saturating_add(1);
+                    *word |= bit;
                     return true;
                 }
                 let mut bitmap: Bitmap = [0; 1024];
