@@ -15,6 +15,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod hello;
 pub mod pg18;
 pub mod postgres;
 
