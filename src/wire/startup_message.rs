@@ -186,10 +186,12 @@ pub fn join_options(arguments: &[Vec<u8>]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn packet(version: u32, parameters: &[(&str, &str)]) -> Vec<u8> {
+    /// A StartupMessage packet with `version` and `parameters`, in order;
+    /// shared with the terminated-route tests.
+    pub(crate) fn packet(version: u32, parameters: &[(&str, &str)]) -> Vec<u8> {
         let mut body = version.to_be_bytes().to_vec();
         for (name, value) in parameters {
             body.extend_from_slice(name.as_bytes());

@@ -576,16 +576,7 @@ mod tests {
     use super::*;
 
     fn startup(parameters: &[(&str, &str)]) -> StartupMessage {
-        let mut body = 0x0003_0000u32.to_be_bytes().to_vec();
-        for (name, value) in parameters {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(value.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        packet.extend_from_slice(&body);
+        let packet = crate::wire::startup_message::tests::packet(0x0003_0000, parameters);
         StartupMessage::parse(&packet).unwrap()
     }
 
