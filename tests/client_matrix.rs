@@ -38,13 +38,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use common::broker::{routes_toml, Broker};
 use common::pg18::pg18_bindir;
+use common::tenants::{backend, Tenants, ALPHA, BETA};
 use common::{
     free_port, rustls_client_config, tenant_conninfo, tokio_pg_connect, PgCluster, TestPki,
     PG_PASSWORD,
 };
 
-const ALPHA: &str = "alpha.db.example.com";
-const BETA: &str = "beta.db.example.com";
 const DELTA: &str = "delta.db.example.com";
 
 /// Rows of the COPY payload (about 4 MB of text).
@@ -97,36 +96,6 @@ const CANCEL_DEADLINE: Duration = Duration::from_secs(5);
 const ROUTED: &str = r#"pgsni_connections_total{outcome="routed"}"#;
 const PLAINTEXT_CANCELS: &str = r#"pgsni_connections_total{outcome="cancel_request"}"#;
 const CANCELS_FORWARDED: &str = r#"pgsni_cancel_requests_total{result="forwarded"}"#;
-
-/// Two PostgreSQL 15 tenants, each with its own certificate from one CA.
-struct Tenants {
-    pki: TestPki,
-    alpha: PgCluster,
-    beta: PgCluster,
-}
-
-impl Tenants {
-    fn start() -> Tenants {
-        let pki = TestPki::new();
-        let alpha = PgCluster::start("alpha", &pki.issue(ALPHA));
-        let beta = PgCluster::start("beta", &pki.issue(BETA));
-        Tenants { pki, alpha, beta }
-    }
-
-    /// alpha → the alpha cluster, beta → the beta cluster.
-    fn routes(&self) -> String {
-        routes_toml(&[(ALPHA, &backend(&self.alpha)), (BETA, &backend(&self.beta))])
-    }
-
-    fn conninfo(&self, name: &str, broker: &Broker) -> String {
-        tenant_conninfo(name, broker.port, self.pki.ca_path(), "verify-full")
-    }
-}
-
-/// The `host:port` a route sends `cluster`'s name to.
-fn backend(cluster: &PgCluster) -> String {
-    format!("127.0.0.1:{}", cluster.port())
-}
 
 /// A snapshot of the counters in [`ROUTED`], [`PLAINTEXT_CANCELS`] and
 /// [`CANCELS_FORWARDED`], to assert what one step added.
@@ -263,11 +232,11 @@ fn psql_refused(conninfo: &str) -> String {
 fn psql_15_query_transaction_copy_and_ctrl_c() {
     let tenants = Tenants::start();
     let broker = Broker::start(&tenants.routes());
-    let alpha = tenants.conninfo(ALPHA, &broker);
+    let alpha = tenants.conninfo(ALPHA, &broker, "verify-full");
 
     // Query: each name reaches its own tenant, over TLS.
     for (name, cluster) in [(ALPHA, &tenants.alpha), (BETA, &tenants.beta)] {
-        let who = psql_ok(&tenants.conninfo(name, &broker), WHO);
+        let who = psql_ok(&tenants.conninfo(name, &broker, "verify-full"), WHO);
         assert_eq!(who, format!("{} {} true", cluster.name(), cluster.port()));
     }
 

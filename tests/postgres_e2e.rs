@@ -8,49 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::broker::{routes_toml, Broker};
-use common::{psql, tenant_conninfo, tokio_pg_connect, PgCluster, TestPki};
-
-const ALPHA: &str = "alpha.db.example.com";
-const BETA: &str = "beta.db.example.com";
-
-/// Two tenants, each with its own certificate from one CA.
-struct Tenants {
-    pki: TestPki,
-    alpha: PgCluster,
-    beta: PgCluster,
-}
-
-impl Tenants {
-    fn start() -> Tenants {
-        let pki = TestPki::new();
-        let alpha = PgCluster::start("alpha", &pki.issue(ALPHA));
-        let beta = PgCluster::start("beta", &pki.issue(BETA));
-        Tenants { pki, alpha, beta }
-    }
-
-    fn backend(cluster: &PgCluster) -> String {
-        format!("127.0.0.1:{}", cluster.port())
-    }
-
-    /// alpha → the alpha cluster, beta → the beta cluster.
-    fn routes(&self) -> String {
-        routes_toml(&[
-            (ALPHA, &Self::backend(&self.alpha)),
-            (BETA, &Self::backend(&self.beta)),
-        ])
-    }
-
-    fn conninfo(&self, name: &str, broker: &Broker, sslmode: &str) -> String {
-        tenant_conninfo(name, broker.port, self.pki.ca_path(), sslmode)
-    }
-
-    fn connections_received(&self) -> usize {
-        [&self.alpha, &self.beta]
-            .iter()
-            .map(|c| c.log_contents().matches("connection received").count())
-            .sum()
-    }
-}
+use common::tenants::{backend, Tenants, ALPHA, BETA};
+use common::{psql, tokio_pg_connect, PgCluster};
 
 /// Which cluster answered, on which port, and whether the session is TLS.
 const WHO: &str = "SELECT current_setting('cluster_name') || ' ' || inet_server_port() || ' ' \
@@ -93,7 +52,7 @@ fn the_client_verifies_the_tenants_own_certificate() {
     // A table that sends alpha's name to beta: verify-full must notice,
     // because pgsni never presents a certificate of its own.
     let tenants = Tenants::start();
-    let broker = Broker::start(&routes_toml(&[(ALPHA, &Tenants::backend(&tenants.beta))]));
+    let broker = Broker::start(&routes_toml(&[(ALPHA, &backend(&tenants.beta))]));
     let stderr = psql_err(&tenants.conninfo(ALPHA, &broker, "verify-full"), "SELECT 1");
     assert!(
         stderr.contains("does not match host name"),
@@ -210,10 +169,7 @@ async fn reloads_follow_the_file_and_spare_open_sessions() {
 
     // 1. Rename: alpha's name now leads to the beta cluster (require: the
     //    certificate name is beta's, which is the point of the exercise).
-    replace_by_rename(
-        &path,
-        &routes_toml(&[(ALPHA, &Tenants::backend(&tenants.beta))]),
-    );
+    replace_by_rename(&path, &routes_toml(&[(ALPHA, &backend(&tenants.beta))]));
     let took = tokio::task::block_in_place(|| wait_for_route(&tenants, &broker, ALPHA, "beta"));
     assert!(took < Duration::from_secs(1), "reload took {took:?}");
     let row = open.query_one("SHOW cluster_name", &[]).await.unwrap();
@@ -255,10 +211,7 @@ async fn reloads_follow_the_file_and_spare_open_sessions() {
     std::os::unix::fs::symlink("..data/routes.toml", dir.join("routes.toml")).unwrap();
     let mapped = Broker::spawn(tempfile::tempdir().unwrap(), &dir.join("routes.toml"), &[]);
     tokio::task::block_in_place(|| wait_for_route(&tenants, &mapped, ALPHA, "alpha"));
-    version(
-        2,
-        &routes_toml(&[(ALPHA, &Tenants::backend(&tenants.beta))]),
-    );
+    version(2, &routes_toml(&[(ALPHA, &backend(&tenants.beta))]));
     let took = tokio::task::block_in_place(|| wait_for_route(&tenants, &mapped, ALPHA, "beta"));
     assert!(took < Duration::from_secs(1), "symlink swap took {took:?}");
     let row = open.query_one("SELECT 1", &[]).await.unwrap();

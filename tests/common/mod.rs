@@ -18,6 +18,7 @@ pub mod certs;
 pub mod hello;
 pub mod pg18;
 pub mod postgres;
+pub mod tenants;
 
 pub use certs::{root_store_from_pem, LeafFiles, TestPki};
 pub use postgres::{
