@@ -19,8 +19,11 @@
 //! either direction ends both.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use ::metrics::Counter;
 use socket2::SockRef;
@@ -53,25 +56,141 @@ pub struct Forwarded {
 /// counting bytes under `route`. `replayed` is the number of client bytes
 /// already written to the backend during start-up (the ClientHello), counted
 /// here so that the totals cover the whole session.
-pub async fn forward(
-    client: TcpStream,
-    backend: TcpStream,
-    route: &str,
-    replayed: u64,
-) -> io::Result<Forwarded> {
+///
+/// The session is counted in `pgsni_active_connections` from this call until
+/// the returned future is dropped.
+pub fn forward(client: TcpStream, backend: TcpStream, route: &str, replayed: u64) -> Forward {
     // Two TCP sockets and opaque bytes: only a passthrough session is
     // forwarded here (a terminated one has TLS on the client side).
     let metrics = SessionMetrics::new(route, TlsMode::Passthrough.label());
-    let (upstream, downstream) = (&metrics.client_to_backend, &metrics.backend_to_client);
-    upstream.increment(replayed);
-    let (client_to_backend, backend_to_client) = tokio::try_join!(
-        pump(&client, &backend, upstream),
-        pump(&backend, &client, downstream),
-    )?;
-    Ok(Forwarded {
-        client_to_backend: replayed + client_to_backend,
-        backend_to_client,
-    })
+    metrics.client_to_backend.increment(replayed);
+    Forward {
+        client,
+        backend,
+        upstream: Pump::default(),
+        downstream: Pump::default(),
+        metrics,
+        replayed,
+    }
+}
+
+/// A forwarding session: the future [`forward`] returns.
+///
+/// Written out by hand rather than as an `async fn`, because its size is what
+/// every idle session costs: it holds the two sockets, two small pumps and
+/// the metric handles, and waits through the sockets' own readiness slots
+/// (`poll_read_ready`, `poll_write_ready`) instead of keeping a waiter for
+/// each. An error in either direction ends both.
+#[must_use = "futures do nothing unless polled"]
+pub struct Forward {
+    client: TcpStream,
+    backend: TcpStream,
+    /// Client to backend.
+    upstream: Pump,
+    /// Backend to client.
+    downstream: Pump,
+    metrics: SessionMetrics,
+    replayed: u64,
+}
+
+impl Future for Forward {
+    type Output = io::Result<Forwarded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is Unpin, and so is `Forward`.
+        let this = self.get_mut();
+        let upstream = this.upstream.poll(
+            cx,
+            &this.client,
+            &this.backend,
+            &this.metrics.client_to_backend,
+        )?;
+        let downstream = this.downstream.poll(
+            cx,
+            &this.backend,
+            &this.client,
+            &this.metrics.backend_to_client,
+        )?;
+        if upstream.is_pending() || downstream.is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(Forwarded {
+            client_to_backend: this.replayed + this.upstream.moved,
+            backend_to_client: this.downstream.moved,
+        }))
+    }
+}
+
+/// One direction of a session.
+#[derive(Default)]
+struct Pump {
+    /// Bytes the peer could not take yet; allocated only under backpressure.
+    pending: Vec<u8>,
+    /// How much of `pending` has been written since.
+    flushed: usize,
+    /// Bytes read from the source so far.
+    moved: u64,
+    /// The source's EOF has been passed on.
+    done: bool,
+}
+
+impl Pump {
+    /// Copies `from` to `to` as far as the sockets allow without waiting;
+    /// ready once `from` has reached EOF and `to` has been half-closed.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+        counter: &Counter,
+    ) -> Poll<io::Result<()>> {
+        while !self.done {
+            // Bytes the peer refused go first: nothing more is read until it
+            // has taken them, so a slow reader slows its writer down instead
+            // of growing a buffer here.
+            while let Some(rest) = self
+                .pending
+                .get(self.flushed..)
+                .filter(|rest| !rest.is_empty())
+            {
+                ready!(to.poll_write_ready(cx))?;
+                match to.try_write(rest) {
+                    Ok(written) => self.flushed += written,
+                    // `try_write` has cleared the stale readiness.
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Poll::Ready(Err(error)),
+                }
+            }
+            if self.flushed > 0 {
+                // Freed, so that an idle session holds no buffer.
+                self.pending = Vec::new();
+                self.flushed = 0;
+            }
+
+            ready!(from.poll_read_ready(cx))?;
+            let mut step = None;
+            match from.try_io(Interest::READABLE, || {
+                relay(from, to, &mut self.pending, &mut step)
+            }) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+            match step {
+                None => {}
+                Some(Step::Eof) => {
+                    // The peer may already be gone; its own direction reports that.
+                    let _ = SockRef::from(to).shutdown(Shutdown::Write);
+                    self.done = true;
+                }
+                Some(Step::Moved { read }) => {
+                    counter.increment(read as u64);
+                    self.moved += read as u64;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// What one read-and-write step did.
@@ -81,39 +200,6 @@ enum Step {
     Eof,
     /// `read` bytes were read and written on (or kept as pending).
     Moved { read: usize },
-}
-
-/// Copies `from` to `to` until EOF, then half-closes `to`.
-async fn pump(from: &TcpStream, to: &TcpStream, counter: &Counter) -> io::Result<u64> {
-    // Bytes the peer could not take yet; allocated only under backpressure.
-    let mut pending = Vec::new();
-    let mut total = 0u64;
-    loop {
-        from.readable().await?;
-        let mut step = None;
-        match from.try_io(Interest::READABLE, || {
-            relay(from, to, &mut pending, &mut step)
-        }) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-        match step {
-            None => continue,
-            Some(Step::Eof) => {
-                // The peer may already be gone; its own direction reports that.
-                let _ = SockRef::from(to).shutdown(Shutdown::Write);
-                return Ok(total);
-            }
-            Some(Step::Moved { read }) => {
-                counter.increment(read as u64);
-                total += read as u64;
-            }
-        }
-        if !pending.is_empty() {
-            flush(to, &mut pending).await?;
-        }
-    }
 }
 
 /// One synchronous step: read what `from` has into the thread's scratch
@@ -159,22 +245,6 @@ fn relay(
         }
         Ok(())
     })
-}
-
-/// Writes `pending` to `to`, waiting for the peer as long as it takes, then
-/// frees the buffer so that an idle session holds none.
-async fn flush(to: &TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
-    let mut offset = 0;
-    while offset < pending.len() {
-        to.writable().await?;
-        match to.try_write(&pending[offset..]) {
-            Ok(written) => offset += written,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    *pending = Vec::new();
-    Ok(())
 }
 
 /// The live metrics of one session: its place in

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tracing::{error, Instrument};
+use tracing::error;
 
 use super::{session, Context};
 use crate::metrics::ACCEPT_ERRORS_TOTAL;
@@ -48,18 +48,7 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                // `client` differs from `peer` behind a PROXY-protocol load balancer.
-                // server_name, route and mode are recorded once known, so that
-                // every line about this connection carries them.
-                let span = tracing::info_span!(
-                    "conn",
-                    %peer,
-                    client = tracing::field::Empty,
-                    server_name = tracing::field::Empty,
-                    route = tracing::field::Empty,
-                    mode = tracing::field::Empty,
-                );
-                tokio::spawn(session::run(stream, peer, context.clone()).instrument(span));
+                tokio::spawn(session::run(stream, peer, context.clone()));
             }
             Err(error) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the

@@ -15,19 +15,23 @@
 //! has started TLS, or nothing when there is no one to tell.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::BufMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::cancel::{CancelTarget, Registration};
+use super::forward::{self, Forwarded};
 use super::limits::{LimitExceeded, RouteSlot};
 use super::terminate::{self, Handoff};
-use super::{backend, forward, Context, Outcome, ProxyProtocol};
+use super::{backend, Context, Outcome, ProxyProtocol};
 use crate::metrics::HANDSHAKE_SECONDS;
 use crate::routing::table::TlsMode;
 use crate::routing::Resolved;
@@ -113,6 +117,9 @@ enum Started {
 struct Routed {
     backend: TcpStream,
     route: Arc<str>,
+    /// The client's address (from the PROXY header, if any).
+    client: SocketAddr,
+    server_name: Option<Box<str>>,
     /// What the session holds while it lives: its entry in the cancel
     /// registry and its place under the route's connection limit.
     holds: (Registration, RouteSlot),
@@ -129,15 +136,50 @@ enum Negotiation {
 
 /// Runs one connection to its end. Never fails: every exit is counted and
 /// logged here.
+///
+/// The start-up runs boxed, inside its own span: once the session is routed
+/// both are freed, and the task holds only a [`Forwarding`], which is what an
+/// idle pooled session costs for as long as it lives. The forwarding state
+/// is polled where it lies rather than moved into a nested future, each move
+/// of which would keep another copy in the task.
 pub async fn run(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
     let mut alive = context.lifecycle.session();
-    tokio::select! {
-        () = serve(client, peer, &context) => {}
-        () = alive.closing() => info!(outcome = "drain_timeout", "session closed at the end of the drain period"),
-    }
+    let mut routed = {
+        // server_name, route and mode are recorded once known, so that
+        // every line about this connection carries them. `client` differs
+        // from `peer` behind a PROXY-protocol load balancer.
+        let span = tracing::info_span!(
+            "conn",
+            %peer,
+            client = tracing::field::Empty,
+            server_name = tracing::field::Empty,
+            route = tracing::field::Empty,
+            mode = tracing::field::Empty,
+        );
+        let start = Box::pin(start(client, peer, &context).instrument(span.clone()));
+        tokio::select! {
+            routed = start => routed,
+            () = alive.closing() => {
+                span.in_scope(|| info!(outcome = "drain_timeout", "session closed at the end of the drain period"));
+                return;
+            }
+        }
+    };
+    let Some(session) = &mut routed else {
+        return;
+    };
+    let ended = tokio::select! {
+        result = &mut session.data => Ended::Forwarded(result),
+        () = route_removed(&context, &session.labels.route) => Ended::RouteRemoved,
+        () = alive.closing() => Ended::Drained,
+    };
+    session.log_end(ended);
 }
 
-async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
+/// Takes a connection through its start-up: to a passthrough session whose
+/// backend has the ClientHello, returned for forwarding, or to its end (a
+/// refusal, or a terminated session run to completion).
+async fn start(mut client: TcpStream, peer: SocketAddr, context: &Context) -> Option<Forwarding> {
     let accepted = Instant::now();
     if let Err(error) = context.sockets.apply(&client) {
         debug!(%peer, %error, "cannot set socket options on client socket");
@@ -147,27 +189,24 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
     // here so that a refusal in the broker's own TLS can replay the hello.
     let mut buf = Vec::with_capacity(1024);
     let deadline = accepted + context.timeouts.handshake;
-    // Boxed, so that its sizeable state is freed once the session is
-    // routed: an idle session then holds only what forwarding needs.
     let started = tokio::time::timeout_at(
         deadline,
-        Box::pin(start_up(&mut client, peer, context, &mut phase, &mut buf)),
+        start_up(&mut client, peer, context, &mut phase, &mut buf),
     );
     let exit = match started.await {
         Ok(Ok(Started::Terminate(handoff))) => {
             let received = std::mem::take(&mut buf);
             // Boxed: a terminated session's TLS state is large, and keeping
-            // it out of line keeps every passthrough session small.
+            // it out of line keeps every passthrough start-up small.
             Box::pin(terminate::run(
                 client, received, handoff, context, accepted, deadline,
             ))
             .await;
-            return;
+            return None;
         }
         Ok(Ok(Started::Passthrough(routed))) => {
             let hello = std::mem::take(&mut buf);
-            passthrough(client, routed, hello, context, accepted).await;
-            return;
+            return replay_hello(client, peer, routed, hello, context, accepted).await;
         }
         Ok(Err(exit)) => exit,
         Err(_elapsed) => {
@@ -188,124 +227,169 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, context: &Context) {
         "a Postgres reply is only sent in plaintext"
     );
     send_reply(client, exit.reply, &buf, context).await;
+    None
 }
 
-/// Replays the ClientHello to the backend and forwards until the session
-/// ends: in the kernel where a socket map is loaded and takes the pair, in
-/// user space otherwise.
-async fn passthrough(
+/// Replays the ClientHello to the backend, in the kernel's data path where a
+/// socket map is loaded and takes the pair, in user space otherwise.
+async fn replay_hello(
     client: TcpStream,
+    peer: SocketAddr,
     routed: Routed,
     hello: Vec<u8>,
     context: &Context,
     accepted: Instant,
-) {
+) -> Option<Forwarding> {
     let Routed {
         backend,
         route,
-        holds: _holds,
+        client: client_addr,
+        server_name,
+        holds,
     } = routed;
-    let replayed = hello.len() as u64;
     // The pair enters the map before the hello is replayed: the kernel only
     // redirects what arrives once a socket is in the map, and nothing can
     // arrive before the backend has the hello.
     let path = match &context.sockmap {
         Some(sockmap) => match sockmap.insert(client, backend) {
-            Ok(spliced) => DataPath::Kernel(spliced),
+            Ok(spliced) => Ok(spliced),
             Err(refused) => {
                 debug!(reason = %refused, "socket map refused the pair; forwarding in user space");
-                let (client, backend) = refused.into_sockets();
-                DataPath::User(client, backend)
+                Err(refused.into_sockets())
             }
         },
-        None => DataPath::User(client, backend),
+        None => Err((client, backend)),
     };
-    let (client, mut backend) = match path {
-        DataPath::Kernel(mut spliced) => {
+    let data = match path {
+        Ok(mut spliced) => {
             if let Err(error) = spliced.replay(&hello).await {
                 warn!(%error, "backend failed while receiving the ClientHello");
                 record_exit(Outcome::BackendUnavailable);
-                return;
+                return None;
             }
-            drop(hello);
-            routed_now(accepted);
-            forwarding(
-                Box::pin(spliced.finished(&route)),
-                context,
-                &route,
-                accepted,
-            )
-            .await;
-            return;
+            let route = route.clone();
+            // Boxed: the kernel path is the exception, and its supervision
+            // is kept out of every user-space session's size.
+            DataPath::Kernel(Box::pin(async move { spliced.finished(&route).await }))
         }
-        DataPath::User(client, backend) => (client, backend),
+        Err((client, mut backend)) => {
+            // The ClientHello, exactly as received, is the first thing the
+            // backend sees after its `S`.
+            if let Err(error) = backend.write_all(&hello).await {
+                warn!(%error, "backend failed while receiving the ClientHello");
+                record_exit(Outcome::BackendUnavailable);
+                let reply = backend_unavailable(&route).reply;
+                send_reply(client, reply, &hello, context).await;
+                return None;
+            }
+            let replayed = hello.len() as u64;
+            DataPath::User(forward::forward(client, backend, &route, replayed))
+        }
     };
-    // The ClientHello, exactly as received, is the first thing the backend
-    // sees after its `S`.
-    if let Err(error) = backend.write_all(&hello).await {
-        warn!(%error, "backend failed while receiving the ClientHello");
-        record_exit(Outcome::BackendUnavailable);
-        let reply = backend_unavailable(&route).reply;
-        send_reply(client, reply, &hello, context).await;
-        return;
-    }
-    drop(hello);
-    routed_now(accepted);
-    forwarding(
-        Box::pin(forward::forward(client, backend, &route, replayed)),
-        context,
-        &route,
-        accepted,
-    )
-    .await;
-}
-
-/// Where a routed passthrough session's bytes are moved.
-enum DataPath {
-    /// Spliced in the kernel by the socket map.
-    Kernel(crate::proxy::sockmap::Spliced),
-    /// Copied by [`forward::forward`].
-    User(TcpStream, TcpStream),
-}
-
-/// Counts a routed session, the moment its first byte reached the backend.
-fn routed_now(accepted: Instant) {
     Outcome::Routed.record();
     ::metrics::histogram!(HANDSHAKE_SECONDS).record(accepted.elapsed().as_secs_f64());
+    Some(Forwarding {
+        data,
+        labels: Labels {
+            peer,
+            client: client_addr,
+            server_name,
+            route,
+        },
+        accepted,
+        _holds: holds,
+    })
 }
 
-/// Runs a forwarding session to its end (or until a reload has removed its
-/// route for the grace period) and logs how it ended.
-///
-/// The session comes boxed: async state machines keep a moved-in future
-/// twice over, and the forwarding state is most of what an idle session
-/// costs, so it is allocated once, on its own.
-async fn forwarding(
-    session: std::pin::Pin<Box<impl Future<Output = std::io::Result<forward::Forwarded>> + ?Sized>>,
-    context: &Context,
-    route: &str,
+/// A routed passthrough session, its backend holding the ClientHello: all
+/// that the session keeps while bytes flow.
+struct Forwarding {
+    data: DataPath,
+    labels: Labels,
     accepted: Instant,
-) {
-    let outcome = Outcome::Routed.as_str();
-    tokio::select! {
-        result = session => match result {
-            Ok(totals) => info!(
+    /// Its entry in the cancel registry and its place under the route's
+    /// connection limit, released when the session ends.
+    _holds: (Registration, RouteSlot),
+}
+
+/// Where a routed passthrough session's bytes are moved; completes when the
+/// session ends, with its totals.
+// The user-space variant is the common one and is meant to be inline: it is
+// the session, and boxing it would add an allocation to every one.
+#[allow(clippy::large_enum_variant)]
+enum DataPath {
+    /// Spliced in the kernel by the socket map.
+    Kernel(Pin<Box<dyn Future<Output = io::Result<Forwarded>> + Send>>),
+    /// Copied in user space.
+    User(forward::Forward),
+}
+
+impl Future for DataPath {
+    type Output = io::Result<Forwarded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Kernel(spliced) => spliced.as_mut().poll(cx),
+            Self::User(forward) => Pin::new(forward).poll(cx),
+        }
+    }
+}
+
+/// The fields of a session's start-up span, kept so that its last lines
+/// carry them without a span held open for as long as the session lives.
+struct Labels {
+    peer: SocketAddr,
+    client: SocketAddr,
+    server_name: Option<Box<str>>,
+    route: Arc<str>,
+}
+
+/// How a forwarding session ended.
+enum Ended {
+    /// Both directions ended, or one failed.
+    Forwarded(io::Result<Forwarded>),
+    /// A reload removed its route and the grace period passed.
+    RouteRemoved,
+    /// The drain period ended.
+    Drained,
+}
+
+impl Forwarding {
+    /// Logs how the session ended, in a span with its start-up's fields.
+    fn log_end(&self, ended: Ended) {
+        let Labels {
+            peer,
+            client,
+            server_name,
+            route,
+        } = &self.labels;
+        let span = tracing::info_span!(
+            "conn",
+            %peer,
+            %client,
+            server_name = server_name.as_deref(),
+            route = &**route,
+            mode = TlsMode::Passthrough.label(),
+        );
+        let outcome = Outcome::Routed.as_str();
+        let seconds = self.accepted.elapsed().as_secs_f64();
+        span.in_scope(|| match ended {
+            Ended::Forwarded(Ok(totals)) => info!(
                 outcome,
                 client_to_backend = totals.client_to_backend,
                 backend_to_client = totals.backend_to_client,
-                seconds = accepted.elapsed().as_secs_f64(),
+                seconds,
                 "session closed"
             ),
-            Err(error) => info!(
-                outcome,
-                %error,
-                seconds = accepted.elapsed().as_secs_f64(),
-                "session closed by an error"
+            Ended::Forwarded(Err(error)) => {
+                info!(outcome, %error, seconds, "session closed by an error");
+            }
+            Ended::RouteRemoved => info!(outcome, "route removed by a reload; session closed"),
+            Ended::Drained => info!(
+                outcome = "drain_timeout",
+                "session closed at the end of the drain period"
             ),
-        },
-        () = route_removed(context, route) => {
-            info!(outcome, "route removed by a reload; session closed");
-        }
+        });
     }
 }
 
@@ -447,6 +531,8 @@ async fn start_up(
         proxy_protocol: resolved.proxy_protocol,
     };
     Ok(Started::Passthrough(Routed {
+        client: peer,
+        server_name: name.map(|name| name.as_str().into()),
         holds: (
             context.cancels.register(peer.ip(), cancel_target),
             route_slot,
@@ -739,4 +825,33 @@ async fn send_reply(mut client: TcpStream, reply: Reply, received: &[u8], contex
         client.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `session` returns, without making one.
+    fn future_size<Session, Fut>(_session: Session) -> usize
+    where
+        Session: FnOnce(TcpStream, SocketAddr, Arc<Context>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every connection's task is allocated at the size of [`run`]'s future
+    /// and keeps it for as long as the session lives, so this is most of
+    /// what an idle pooled session costs. Moving the forwarding state into a
+    /// nested future, or holding start-up state across forwarding, has
+    /// tripled it before (2.4 KB).
+    #[test]
+    fn the_task_of_a_session_stays_small() {
+        let size = future_size(run);
+        assert!(size <= 1024, "a session's task future is {size} bytes");
+        let forwarding = std::mem::size_of::<Forwarding>();
+        assert!(
+            forwarding <= 512,
+            "the forwarding state is {forwarding} bytes"
+        );
+    }
 }
