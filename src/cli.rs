@@ -350,9 +350,12 @@ pub async fn serve(
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         info!(addr = %listener.local_addr()?, "metrics and health endpoint listening");
-        let ready = lifecycle.clone();
-        let ready = Arc::new(move || ready.is_ready());
-        tasks.spawn(crate::metrics::endpoint::serve(listener, handle, ready));
+        let (ready, open) = (lifecycle.clone(), lifecycle.clone());
+        let probes = crate::metrics::endpoint::Probes {
+            ready: Arc::new(move || ready.is_ready()),
+            sample: Arc::new(move || crate::metrics::sample(open.active())),
+        };
+        tasks.spawn(crate::metrics::endpoint::serve(listener, handle, probes));
     }
 
     let sweeping = limits.clone();

@@ -73,6 +73,106 @@ fn health_probes() {
     assert!(broker.http_get("/nothing").starts_with("HTTP/1.1 404"));
 }
 
+/// Polls until `series` is exactly `value`, or panics after `within`.
+fn wait_for_exact(broker: &Broker, series: &str, value: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while broker.metric(series) != value {
+        assert!(
+            Instant::now() < deadline,
+            "{series} did not come to {value}:\n{}",
+            broker.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connections_tasks_and_descriptors_are_sampled_and_return_to_their_baseline() {
+    let backend = echo_backend();
+    let routes = routes_toml(&[("alpha.db.example.com", &backend)]);
+    let broker = Broker::start_with(&routes, &["--handshake-timeout", "1s"]);
+    let port = broker.addr().port();
+    wait_for_exact(
+        &broker,
+        "pgsni_open_connections",
+        0.0,
+        Duration::from_secs(5),
+    );
+    // The least of a few samples: a previous scrape's task and socket may
+    // still be closing when the next one samples.
+    let baseline = |series| {
+        (0..5)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                broker.metric(series)
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let tasks = baseline("pgsni_runtime_tasks");
+    let fds = baseline("process_open_fds");
+    assert!(tasks > 0.0, "{}", broker.metrics());
+    assert!(fds > 0.0, "{}", broker.metrics());
+    assert!(broker.metric("process_max_fds") >= fds);
+
+    // Three forwarding sessions (two descriptors each) and two silent
+    // clients (one each, until the deadline).
+    let mut sessions: Vec<_> = (0..3).map(|_| open_session(port)).collect();
+    let mut silent: Vec<_> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    wait_for_exact(
+        &broker,
+        "pgsni_open_connections",
+        5.0,
+        Duration::from_secs(5),
+    );
+    wait_for_exact(
+        &broker,
+        "pgsni_runtime_tasks",
+        tasks + 5.0,
+        Duration::from_secs(5),
+    );
+    wait_for_exact(
+        &broker,
+        "process_open_fds",
+        fds + 8.0,
+        Duration::from_secs(5),
+    );
+
+    // The deadline closes the silent ones; the sessions go on.
+    for stream in &mut silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).unwrap(), 0, "closed at the deadline");
+    }
+    wait_for_exact(
+        &broker,
+        "pgsni_open_connections",
+        3.0,
+        Duration::from_secs(5),
+    );
+    for session in &mut sessions {
+        assert_echoes(session, b"still forwarding");
+    }
+
+    drop(sessions);
+    wait_for_exact(
+        &broker,
+        "pgsni_open_connections",
+        0.0,
+        Duration::from_secs(5),
+    );
+    wait_for_exact(
+        &broker,
+        "pgsni_runtime_tasks",
+        tasks,
+        Duration::from_secs(5),
+    );
+    wait_for_exact(&broker, "process_open_fds", fds, Duration::from_secs(5));
+}
+
 #[test]
 fn sigterm_drains_live_sessions_then_exits() {
     let backend = echo_backend();

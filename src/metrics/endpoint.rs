@@ -20,18 +20,24 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// A scraper must finish its request head within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Answers whether the broker is ready for new connections.
-pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+/// What the endpoint asks the broker when a request comes.
+#[derive(Clone)]
+pub struct Probes {
+    /// Whether the broker is ready for new connections.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Sets the sampled gauges, just before `/metrics` is rendered.
+    pub sample: Arc<dyn Fn() + Send + Sync>,
+}
 
 /// Serves the endpoint on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, ready: Readiness) {
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probes: Probes) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let handle = handle.clone();
-                let ready = ready.clone();
+                let probes = probes.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = respond(stream, &handle, &*ready).await {
+                    if let Err(error) = respond(stream, &handle, &probes).await {
                         debug!(%peer, %error, "metrics request failed");
                     }
                 });
@@ -52,20 +58,25 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn respond(
     mut stream: TcpStream,
     handle: &PrometheusHandle,
-    ready: &(dyn Fn() -> bool + Send + Sync),
+    probes: &Probes,
 ) -> std::io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
     let (status, content_type, body) = match request_target(&head) {
-        Some(("GET", "/metrics")) => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            handle.render(),
-        ),
+        Some(("GET", "/metrics")) => {
+            (probes.sample)();
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                handle.render(),
+            )
+        }
         Some(("GET", "/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
-        Some(("GET", "/readyz")) if ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+        Some(("GET", "/readyz")) if (probes.ready)() => {
+            ("200 OK", "text/plain", "ready\n".to_owned())
+        }
         Some(("GET", "/readyz")) => (
             "503 Service Unavailable",
             "text/plain",

@@ -34,6 +34,19 @@ pub const ACCEPT_ERRORS_TOTAL: &str = "pgsni_accept_errors_total";
 /// found a change, by result (label `result`).
 pub const CERTIFICATE_RELOADS_TOTAL: &str = "pgsni_certificate_reloads_total";
 
+/// Client connections the broker holds, whether in start-up or forwarding;
+/// sampled at each scrape.
+pub const OPEN_CONNECTIONS: &str = "pgsni_open_connections";
+/// Tasks alive in the runtime: one per connection, plus a few of the
+/// broker's own; sampled at each scrape.
+pub const RUNTIME_TASKS: &str = "pgsni_runtime_tasks";
+/// File descriptors the process has open (Linux); sampled at each scrape,
+/// under the name the standard process collector uses.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// The process's limit on open file descriptors (Linux); sampled at each
+/// scrape.
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+
 /// Buckets for [`HANDSHAKE_SECONDS`]: loopback handshakes take a few
 /// milliseconds, remote backends tens, and the deadline bounds the rest.
 const HANDSHAKE_BUCKETS: &[f64] = &[
@@ -66,6 +79,42 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Sets the gauges that are sampled rather than kept up to date, just before
+/// a scrape: `open_connections` from the broker, the rest from the runtime
+/// and the operating system. Leaks of tasks or descriptors show here.
+pub fn sample(open_connections: usize) {
+    ::metrics::gauge!(OPEN_CONNECTIONS).set(open_connections as f64);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        ::metrics::gauge!(RUNTIME_TASKS).set(runtime.metrics().num_alive_tasks() as f64);
+    }
+    if let Some(open) = open_fds() {
+        ::metrics::gauge!(PROCESS_OPEN_FDS).set(open as f64);
+    }
+    if let Some(max) = max_fds() {
+        ::metrics::gauge!(PROCESS_MAX_FDS).set(max as f64);
+    }
+}
+
+/// Descriptors open in this process, from `/proc` (Linux only).
+fn open_fds() -> Option<usize> {
+    // The directory's own descriptor is counted too, as the standard
+    // process collector does.
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
+/// The soft limit on open descriptors, from `/proc` (Linux only).
+fn max_fds() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Runs the periodic upkeep that keeps histogram memory bounded, forever.
 pub async fn upkeep(handle: PrometheusHandle) {
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
@@ -76,6 +125,16 @@ pub async fn upkeep(handle: PrometheusHandle) {
 }
 
 fn describe() {
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        "Client connections the broker holds, in start-up or forwarding"
+    );
+    describe_gauge!(
+        RUNTIME_TASKS,
+        "Tasks alive in the runtime: one per connection plus a few of the broker's own"
+    );
+    describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors");
+    describe_gauge!(PROCESS_MAX_FDS, "Limit on open file descriptors");
     describe_counter!(
         CONNECTIONS_TOTAL,
         "Client connections by how their start-up ended (routed or the refusal reason)"
