@@ -364,6 +364,19 @@ def rss_kib(pid: int) -> int:
     raise SetupError(f"no VmRSS for pid {pid}")
 
 
+def pgbench_summary(output: str) -> tuple[Optional[float], int, int]:
+    """From pgbench's report: tps (None when there is none), failed
+    transactions, and transactions processed."""
+    tps = re.search(r"^tps = ([0-9.]+) \(", output, re.M)
+    failed = re.search(r"^number of failed transactions: (\d+)", output, re.M)
+    processed = re.search(r"^number of transactions actually processed: (\d+)", output, re.M)
+    return (
+        float(tps.group(1)) if tps else None,
+        int(failed.group(1)) if failed else 0,
+        int(processed.group(1)) if processed else 0,
+    )
+
+
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -445,12 +458,13 @@ class Bench:
         self.certs.mkdir()
         self.conf.mkdir()
 
-    def make_certs(self) -> None:
-        """A throw-away CA and a leaf for the tenant name (ECDSA P-256)."""
+    def make_certs(self, extra_names: tuple[str, ...] = ()) -> None:
+        """A throw-away CA and a leaf for the tenant name, and for
+        `extra_names` if any (ECDSA P-256)."""
         c = self.certs
         ext = c / "leaf.ext"
         ext.write_text(
-            f"subjectAltName = DNS:{TENANT}\n"
+            f"subjectAltName = {', '.join(f'DNS:{name}' for name in (TENANT, *extra_names))}\n"
             "basicConstraints = critical, CA:FALSE\n"
             "keyUsage = critical, digitalSignature\n"
             "extendedKeyUsage = serverAuth\n"
@@ -636,17 +650,14 @@ backend tenant
         name = f"pgbench-{scenario}-r{rnd}-{path.name.replace(':', '_')}.txt"
         env = " ".join(f"{k}={v}" for k, v in self.libpq_env(path.port).items() if k.startswith("PG"))
         (self.runs / name).write_text(f"$ {env} {shlex.join(argv)}\n{output}\n[exit {rc}]\n")
-        tps = re.search(r"^tps = ([0-9.]+) \(", output, re.M)
-        failed = re.search(r"^number of failed transactions: (\d+)", output, re.M)
-        processed = re.search(r"^number of transactions actually processed: (\d+)", output, re.M)
-        n_failed = int(failed.group(1)) if failed else 0
-        if rc != 0 or not tps or n_failed:
+        tps, n_failed, processed = pgbench_summary(output)
+        if rc != 0 or tps is None or n_failed:
             self.failures.append(
                 f"{scenario} round {rnd} {path.name}: pgbench exit {rc}, {n_failed} failed transactions "
                 f"(see logs/runs/{name})")
-        if not tps:
+        if tps is None:
             return None
-        return {"tps": float(tps.group(1)), "processed": int(processed.group(1)) if processed else 0}
+        return {"tps": tps, "processed": processed}
 
     def warm_up(self) -> None:
         log("warm-up: 2 s of pgbench -S on each path")
@@ -752,19 +763,7 @@ backend tenant
     def scenario_idle(self) -> None:
         """S4: resident memory per idle TLS session, fresh proxies in front of
         the light rustls tenant."""
-        examples = self.args.target_dir / "release" / "examples"
-        tenant = Service(
-            "tls_tenant",
-            [str(examples / "tls_tenant"), "--listen", "127.0.0.1:0",
-             "--cert", str(self.certs / "server.crt"), "--key", str(self.certs / "server.key")],
-            self.logs / "tls_tenant.log",
-            stdout=subprocess.PIPE,
-        )
-        line = tenant.popen.stdout.readline().decode()
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if not m:
-            raise SetupError(f"tls_tenant did not start: {line!r}\n{tenant.tail()}")
-        tenant_port = int(m.group(1))
+        tenant, tenant_port = self.start_tls_tenant()
         n = self.idle_sessions
         if n < self.args.idle:
             log(f"S4: {n} idle sessions instead of {self.args.idle}: the open-files limit is {self.fd_limit} "
@@ -795,6 +794,23 @@ backend tenant
         tenant.stop()
         for _, kind in kinds:
             self.add("S4", f"RSS per idle TLS session, {kind} ({n} sessions)", "KiB", per_session[kind])
+
+    def start_tls_tenant(self) -> tuple[Service, int]:
+        """The light rustls tenant (examples/tls_tenant) with the tenant's
+        certificate, on a free port; returns it and its port."""
+        examples = self.args.target_dir / "release" / "examples"
+        tenant = Service(
+            "tls_tenant",
+            [str(examples / "tls_tenant"), "--listen", "127.0.0.1:0",
+             "--cert", str(self.certs / "server.crt"), "--key", str(self.certs / "server.key")],
+            self.logs / "tls_tenant.log",
+            stdout=subprocess.PIPE,
+        )
+        line = tenant.popen.stdout.readline().decode()
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            raise SetupError(f"tls_tenant did not start: {line!r}\n{tenant.tail()}")
+        return tenant, int(m.group(1))
 
     def measure_idle(self, proxy: Endpoint, n: int, echo: int, label: str) -> Optional[float]:
         """Opens `n` idle sessions through a fresh proxy; returns the growth
@@ -829,12 +845,13 @@ backend tenant
 class IdleClients:
     """examples/idle_clients holding `count` sessions through a proxy."""
 
-    def __init__(self, bench: Bench, proxy: Endpoint, count: int, echo: int, label: str) -> None:
+    def __init__(self, bench: Bench, proxy: Endpoint, count: int, echo: int, label: str,
+                 server_name: str = TENANT) -> None:
         examples = bench.args.target_dir / "release" / "examples"
         self.service = Service(
             f"idle_clients ({label})",
             [str(examples / "idle_clients"), "--connect", f"127.0.0.1:{proxy.port}",
-             "--server-name", TENANT, "--ca", str(bench.certs / "ca.crt"), "--count", str(count),
+             "--server-name", server_name, "--ca", str(bench.certs / "ca.crt"), "--count", str(count),
              "--concurrency", str(bench.args.idle_concurrency), "--echo", str(echo)],
             bench.logs / "idle_clients.log",
             stdin=subprocess.PIPE,
