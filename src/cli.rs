@@ -58,7 +58,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to accept Postgres clients on; repeat for several (IPv6 too,
-    /// e.g. [::]:5432). `ADDR,proxy-protocol=MODE` overrides --proxy-protocol
+    /// e.g. `[::]:5432`). `ADDR,proxy-protocol=MODE` overrides --proxy-protocol
     /// for that listener.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5432", value_parser = parse_listen)]
     pub listen: Vec<ListenSpec>,

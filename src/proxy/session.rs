@@ -138,7 +138,7 @@ enum Negotiation {
 /// logged here.
 ///
 /// The start-up runs boxed, inside its own span: once the session is routed
-/// both are freed, and the task holds only a [`Forwarding`], which is what an
+/// both are freed, and the task holds only a `Forwarding`, which is what an
 /// idle pooled session costs for as long as it lives. The forwarding state
 /// is polled where it lies rather than moved into a nested future, each move
 /// of which would keep another copy in the task.

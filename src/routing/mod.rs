@@ -1,7 +1,7 @@
 //! Where a server name leads.
 //!
 //! - [`table`]: the immutable [`RouteTable`] and its O(1) lookup.
-//! - [`file`]: the TOML routes file, parsed and validated into a table, with
+//! - [`file`](mod@file): the TOML routes file, parsed and validated into a table, with
 //!   errors that name the file, the line and the reason.
 //! - [`watcher`]: re-reads the file when it changes (or on SIGHUP, or now and
 //!   then as a backstop) and swaps the whole table atomically.
