@@ -917,10 +917,10 @@ def evaluate(results: list[Result]) -> None:
     for r in results:
         direct = by_key.get((r.scenario, r.title, "direct"))
         haproxy = by_key.get((r.scenario, r.title, "haproxy"))
-        if r.median is not None and direct and direct.median:
-            r.ratio_direct = r.median / direct.median
-        if r.median is not None and haproxy and haproxy.median and r.path != "direct":
-            r.ratio_haproxy = r.median / haproxy.median
+        if direct:
+            r.ratio_direct = paired_ratio(r.values, direct.values)
+        if haproxy and r.path != "direct":
+            r.ratio_haproxy = paired_ratio(r.values, haproxy.values)
         if not r.path.startswith("pgsni"):
             continue
         checks: list[tuple[str, Optional[bool]]] = []
@@ -934,6 +934,23 @@ def evaluate(results: list[Result]) -> None:
             r.target = " & ".join(c for c, _ in checks)
             results_known = [ok for _, ok in checks]
             r.status = "n/a" if None in results_known else ("ok" if all(results_known) else "MISS")
+
+
+def paired_ratio(values: list[float], baseline: list[float]) -> Optional[float]:
+    """The median of the per-round ratios of `values` to `baseline`.
+
+    Rounds are interleaved, so the paths of one round ran minutes apart at
+    most, under the same background load; a ratio within a round cancels
+    load that drifts between rounds, which a ratio of medians does not.
+    When a round is missing (it failed, and the run says so), the rounds
+    cannot be paired and the ratio of the medians is given instead.
+    """
+    if not values or not baseline:
+        return None
+    if len(values) == len(baseline) and all(baseline):
+        return statistics.median(v / b for v, b in zip(values, baseline))
+    base = statistics.median(baseline)
+    return statistics.median(values) / base if base else None
 
 
 def _ge(value: Optional[float], bound: float) -> Optional[bool]:
