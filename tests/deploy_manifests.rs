@@ -1037,12 +1037,15 @@ fn readme_metrics() -> BTreeMap<String, MetricDoc> {
 }
 
 /// The metric names the code records: the `pub const NAME: &str =
-/// "pgsni_…";` lines of `src/metrics/mod.rs`.
+/// "pgsni_…";` (and `"process_…"`) lines of `src/metrics/mod.rs`.
 fn code_metrics() -> BTreeSet<String> {
     let source = std::fs::read_to_string(Path::new(ROOT).join("src/metrics/mod.rs")).unwrap();
     source
         .lines()
-        .filter(|line| line.starts_with("pub const ") && line.contains(": &str = \"pgsni_"))
+        .filter(|line| {
+            line.starts_with("pub const ")
+                && (line.contains(": &str = \"pgsni_") || line.contains(": &str = \"process_"))
+        })
         .map(|line| line.split('"').nth(1).unwrap().to_owned())
         .collect()
 }
