@@ -580,7 +580,7 @@ class Bench:
             f'backends = ["127.0.0.1:{backend_port}"]\n'
         )
         port, metrics_port = free_ports(2)
-        # The production default level: nothing is logged per connection.
+        # The production default level: one line per session when it ends.
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         service = Service(
             variant.name,
