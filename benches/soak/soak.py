@@ -104,7 +104,7 @@ PGBENCH_STORM = ["-c", "4", "-j", "2"]
 
 FULL = dict(idle=10_000, stallers=1_000, rounds=5, duration=15, reload_seconds=60, garbage_seconds=60,
             handshake_timeout=10.0, garbage_concurrency=400, garbage_rate=300.0, scale=10)
-QUICK = dict(idle=500, stallers=100, rounds=3, duration=5, reload_seconds=10, garbage_seconds=10,
+QUICK = dict(idle=500, stallers=100, rounds=5, duration=5, reload_seconds=10, garbage_seconds=10,
              handshake_timeout=3.0, garbage_concurrency=50, garbage_rate=100.0, scale=1)
 
 
@@ -131,7 +131,7 @@ examples:
 """,
     )
     p.add_argument("--only", default=",".join(PROOFS), help="proofs to run, e.g. idle,garbage (default all)")
-    p.add_argument("--quick", action="store_true", help="small sizes that finish in about two minutes")
+    p.add_argument("--quick", action="store_true", help="small sizes that finish in under two minutes")
     p.add_argument("--idle", type=int, help="idle TLS sessions (full 10000)")
     p.add_argument("--stallers", type=int, help="stallers present at once (full 1000)")
     p.add_argument("--rounds", type=int, help="interleaved rounds with and without stallers (full 5)")
@@ -617,6 +617,9 @@ class Soak:
                 f"{100 * drop:+.1f} % drop (rounds with: {', '.join(f'{v:.0f}' for v in tps[True])}; "
                 f"without: {', '.join(f'{v:.0f}' for v in tps[False])})",
                 f"drop < {100 * MAX_TPS_DROP:.0f} %")
+            paired = [1 - w.tps / wo.tps for w, wo in zip(runs[True], runs[False]) if w.tps and wo.tps]
+            self.report.note(f"drop in each round, with against without: "
+                             f"{', '.join(f'{100 * d:+.1f} %' for d in paired)}")
         else:
             self.report.check("stallers/throughput", False, "no throughput measured", f"drop < {100 * MAX_TPS_DROP:.0f} %")
 
