@@ -145,17 +145,9 @@ enum Negotiation {
 pub async fn run(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
     let mut alive = context.lifecycle.session();
     let mut routed = {
-        // server_name, route and mode are recorded once known, so that
-        // every line about this connection carries them. `client` differs
-        // from `peer` behind a PROXY-protocol load balancer.
-        let span = tracing::info_span!(
-            "conn",
-            %peer,
-            client = tracing::field::Empty,
-            server_name = tracing::field::Empty,
-            route = tracing::field::Empty,
-            mode = tracing::field::Empty,
-        );
+        // client, server_name, route and mode are recorded once known, so
+        // that every line about this connection carries them.
+        let span = conn_span(peer, None, None, None, None);
         let start = Box::pin(start(client, peer, &context).instrument(span.clone()));
         tokio::select! {
             routed = start => routed,
@@ -174,6 +166,26 @@ pub async fn run(client: TcpStream, peer: SocketAddr, context: Arc<Context>) {
         () = alive.closing() => Ended::Drained,
     };
     session.log_end(ended);
+}
+
+/// The span every line about a connection is logged in. Fields given as
+/// `None` are declared but empty until recorded; `client` differs from
+/// `peer` behind a PROXY-protocol load balancer.
+fn conn_span(
+    peer: SocketAddr,
+    client: Option<SocketAddr>,
+    server_name: Option<&str>,
+    route: Option<&str>,
+    mode: Option<&'static str>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "conn",
+        %peer,
+        client = client.map(tracing::field::display),
+        server_name,
+        route,
+        mode,
+    )
 }
 
 /// Takes a connection through its start-up: to a passthrough session whose
@@ -363,13 +375,12 @@ impl Forwarding {
             server_name,
             route,
         } = &self.labels;
-        let span = tracing::info_span!(
-            "conn",
-            %peer,
-            %client,
-            server_name = server_name.as_deref(),
-            route = &**route,
-            mode = TlsMode::Passthrough.label(),
+        let span = conn_span(
+            *peer,
+            Some(*client),
+            server_name.as_deref(),
+            Some(route),
+            Some(TlsMode::Passthrough.label()),
         );
         let outcome = Outcome::Routed.as_str();
         let seconds = self.accepted.elapsed().as_secs_f64();
