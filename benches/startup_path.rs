@@ -246,13 +246,7 @@ fn print_summary(medians: &summary::Medians, setups: &[Setup]) {
 
 fn main() {
     let medians = summary::Medians::start();
-    // Short runs: the numbers are stable well within this, and the bench
-    // shares its machine.
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(40)
-        .configure_from_args();
+    let mut c = summary::criterion();
     let config = client_config();
     let setups: Vec<Setup> = SIZES.iter().map(|&n| Setup::new(n, &config)).collect();
     benchmarks(&mut c, &setups);

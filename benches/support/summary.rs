@@ -12,6 +12,16 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Criterion as the bench binaries run it: short runs, since their numbers
+/// are stable well within them and the benches share their machine.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(40)
+        .configure_from_args()
+}
+
 /// The medians criterion wrote during this run of the bench binary.
 ///
 /// Criterion keeps each benchmark's estimates in
