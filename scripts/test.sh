@@ -13,4 +13,8 @@ if [ "$(cat /proc/sys/net/ipv4/tcp_migrate_req 2>/dev/null)" != 1 ]; then
         echo "warning: cannot set net.ipv4.tcp_migrate_req=1; the upgrade test will fail" >&2
 fi
 
+# The end-to-end tests already need the kernel data path (they run as root
+# here); its unit tests must not pass untested either.
+export PGSNI_REQUIRE_KERNEL_PATH=1
+
 cargo test "$@"
