@@ -166,11 +166,7 @@ fn wait_for_running_query(cluster: &PgCluster, needle: &str) {
 /// environment and no other `PG*` variable reaches it.
 fn psql_cmd(conninfo: &str) -> Command {
     let mut cmd = Command::new("psql");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
+    common::postgres::without_libpq_env(&mut cmd);
     cmd.env("PGPASSWORD", PG_PASSWORD)
         .env("PGCONNECT_TIMEOUT", "10")
         .args([
@@ -410,11 +406,7 @@ fn psycopg(
 ) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_matrix.py");
     let mut cmd = Command::new("python3");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
+    common::postgres::without_libpq_env(&mut cmd);
     let out = cmd
         .arg(&script)
         .args(["--host", name, "--port", &broker.port.to_string(), "--ca"])

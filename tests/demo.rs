@@ -20,23 +20,6 @@ use common::{free_port, rustls_client_config};
 /// The printed line that ends the instructions.
 const READY_LINE: &str = "Press Ctrl-C to stop.";
 
-/// Environment variables that would change what psql does behind the
-/// printed command's back.
-const LIBPQ_ENV: &[&str] = &[
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGPORT",
-    "PGDATABASE",
-    "PGUSER",
-    "PGPASSWORD",
-    "PGSERVICE",
-    "PGOPTIONS",
-    "PGSSLMODE",
-    "PGSSLROOTCERT",
-    "PGSSLNEGOTIATION",
-    "PGGSSENCMODE",
-];
-
 /// A running `pgsni demo`, killed on drop if still running.
 struct Demo {
     child: Child,
@@ -195,10 +178,7 @@ impl Drop for Demo {
 /// Runs a printed shell command line, with `extra` appended.
 fn run_printed(command: &str, extra: &str) -> Output {
     let mut shell = Command::new("sh");
-    for var in LIBPQ_ENV {
-        shell.env_remove(var);
-    }
-    shell
+    common::postgres::without_libpq_env(&mut shell)
         .args(["-c", &format!("{command} {extra}")])
         .env("PGCONNECT_TIMEOUT", "10")
         .stdin(Stdio::null())

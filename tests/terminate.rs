@@ -211,11 +211,7 @@ fn tokio_postgres_and_psycopg(broker: &Broker, pki: &TestPki) {
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_matrix.py");
     let mut command = Command::new("python3");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            command.env_remove(key);
-        }
-    }
+    common::postgres::without_libpq_env(&mut command);
     let out = command
         .arg(&script)
         .args(["--host", BETA, "--port", &broker.port.to_string(), "--ca"])

@@ -81,34 +81,6 @@ const INITDB_ARGS: &[&str] = &[
 /// How long to wait for a server to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Environment variables that would change what libpq clients do behind our
-/// back; removed from every client command the harness runs.
-const LIBPQ_ENV: &[&str] = &[
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGPORT",
-    "PGDATABASE",
-    "PGUSER",
-    "PGPASSWORD",
-    "PGPASSFILE",
-    "PGSERVICE",
-    "PGSERVICEFILE",
-    "PGOPTIONS",
-    "PGSSLMODE",
-    "PGSSLNEGOTIATION",
-    "PGSSLROOTCERT",
-    "PGSSLCERT",
-    "PGSSLKEY",
-    "PGSSLCRL",
-    "PGSSLMINPROTOCOLVERSION",
-    "PGSSLMAXPROTOCOLVERSION",
-    "PGREQUIRESSL",
-    "PGGSSENCMODE",
-    "PGTARGETSESSIONATTRS",
-    "PGCONNECT_TIMEOUT",
-    "PGCLUSTER",
-];
-
 /// A running PostgreSQL server in its own directory, listening on 127.0.0.1
 /// at a free port, with TLS on (or off: [`PgCluster::start_plaintext`]).
 ///
@@ -367,9 +339,7 @@ impl PgCluster {
     /// Like [`PgCluster::psql_local`], in database `dbname`.
     pub fn psql_local_in(&self, dbname: &str, sql: &str) -> String {
         let mut cmd = Command::new(bindir().join("psql"));
-        for var in LIBPQ_ENV {
-            cmd.env_remove(var);
-        }
+        without_libpq_env(&mut cmd);
         let out = cmd
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
@@ -453,14 +423,24 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Removes every `PG*` variable of this process's environment from `cmd`'s
+/// (libpq's `PGHOST`, `PGSSLMODE`, `PGPASSFILE`, …), so that a client does
+/// only what its command line says.
+pub fn without_libpq_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// Runs the `psql` client from `PATH` with `-X -A -t -c sql` against
 /// `conninfo`, with `PGPASSWORD` = [`PG_PASSWORD`] and `PGCONNECT_TIMEOUT=10`,
 /// and returns its raw output for the test to assert on.
 pub fn psql(conninfo: &str, sql: &str) -> Output {
     let mut cmd = Command::new("psql");
-    for var in LIBPQ_ENV {
-        cmd.env_remove(var);
-    }
+    without_libpq_env(&mut cmd);
     cmd.env("PGPASSWORD", PG_PASSWORD)
         .env("PGCONNECT_TIMEOUT", "10")
         .args(["-X", "-A", "-t", "-c", sql, "-d", conninfo])
