@@ -14,6 +14,8 @@
 //!   swaps in a new table when the file changes.
 //! - [`proxy`]: the listener, the per-connection state machine, the backend
 //!   connector and the byte forwarder.
+//! - [`net`]: networks (CIDR lists) that decide whom pgsni trusts and
+//!   reaches, and how client addresses are grouped for per-source budgets.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`cli`]: command-line parsing and the `serve` / `check` commands.
 //!
@@ -33,6 +35,7 @@ pub mod certs;
 pub mod cli;
 pub mod demo;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod routing;
 pub mod tls;
