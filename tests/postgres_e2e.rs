@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::broker::{routes_toml, Broker};
 use common::tenants::{backend, Tenants, ALPHA, BETA};
-use common::{psql, tokio_pg_connect, PgCluster};
+use common::{psql, tokio_pg_connect, wait_for_running_query};
 
 /// Which cluster answered, on which port, and whether the session is TLS.
 const WHO: &str = "SELECT current_setting('cluster_name') || ' ' || inet_server_port() || ' ' \
@@ -366,22 +366,6 @@ fn upgrade_without_downtime_under_pgbench() {
         new.metric(r#"pgsni_connections_total{outcome="routed"}"#) > 0.0,
         "the new broker took over"
     );
-}
-
-/// Waits until `cluster` runs a query containing `needle`; returns its pid.
-fn wait_for_running_query(cluster: &PgCluster, needle: &str) -> i32 {
-    let sql = format!(
-        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{needle}%' \
-         AND pid <> pg_backend_pid()"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(pid) = cluster.psql_local(&sql).parse() {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "{needle} never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The log filter tests run the broker with: every refusal is logged.
+const DEBUG_LOG: &str = "pgsni=debug";
+
 /// A running `pgsni serve`, killed on drop. Its log goes to a file that tests
 /// may read.
 pub struct Broker {
@@ -31,6 +34,15 @@ impl Broker {
         Self::spawn(dir, &routes_path, extra)
     }
 
+    /// Like [`Broker::start_with`], logging with the `RUST_LOG` filter
+    /// `filter` instead of `pgsni=debug` (what an operator would run).
+    pub fn start_logging(routes: &str, extra: &[&str], filter: &str) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir for the broker");
+        let routes_path = dir.path().join("routes.toml");
+        std::fs::write(&routes_path, routes).expect("write routes file");
+        Self::launch_as(None, None, dir, &routes_path, extra, filter)
+    }
+
     /// Like [`Broker::start_with`], but when the tests run as root the broker
     /// runs as an unprivileged user (uid and gid 65534), which can read none
     /// of the test PKI's keys (mode 0600, owned by `postgres`).
@@ -54,7 +66,7 @@ impl Broker {
                 "--",
             ][..],
         );
-        Self::launch_as(wrapper, None, dir, &routes_path, extra)
+        Self::launch_as(wrapper, None, dir, &routes_path, extra, DEBUG_LOG)
     }
 
     /// Starts the broker on an existing routes file path inside `dir`.
@@ -79,7 +91,7 @@ impl Broker {
         routes_path: &Path,
         extra: &[&str],
     ) -> Broker {
-        Self::launch_as(None, port, dir, routes_path, extra)
+        Self::launch_as(None, port, dir, routes_path, extra, DEBUG_LOG)
     }
 
     /// Starts the broker, through `wrapper` (a command that runs its last
@@ -90,6 +102,7 @@ impl Broker {
         dir: tempfile::TempDir,
         routes_path: &Path,
         extra: &[&str],
+        log_filter: &str,
     ) -> Broker {
         // The broker picks its own free ports (port 0) and the test reads
         // them from its log: ports found free beforehand could be taken by a
@@ -113,7 +126,7 @@ impl Broker {
             .arg("--routes")
             .arg(routes_path)
             .args(extra)
-            .env("RUST_LOG", "pgsni=debug")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -4,6 +4,8 @@
 //! - [`postgres`]: real PostgreSQL 15 tenant servers ([`PgCluster`]) with TLS
 //!   on, plus client helpers (`psql`, tokio-postgres over rustls).
 //! - [`broker`]: the real `pgsni` binary started for one test.
+//! - [`wire`]: scripted clients and backends speaking the start-up
+//!   protocol byte for byte.
 //! - [`pg18`]: where the PostgreSQL 18 server binaries are (direct-TLS
 //!   clients with libpq 17+ need a server that negotiates ALPN).
 //!
@@ -19,11 +21,12 @@ pub mod hello;
 pub mod pg18;
 pub mod postgres;
 pub mod tenants;
+pub mod wire;
 
 pub use certs::{root_store_from_pem, LeafFiles, TestPki};
 pub use postgres::{
     free_port, pg_bin, psql, rustls_client_config, tenant_conninfo, tokio_pg_config,
-    tokio_pg_connect, PgCluster, PG_PASSWORD, PG_USER,
+    tokio_pg_connect, wait_for_running_query, PgCluster, PG_PASSWORD, PG_USER,
 };
 
 /// Small OS helpers (effective uid, the `postgres` user's ids) that avoid a

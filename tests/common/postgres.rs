@@ -799,3 +799,19 @@ rm -rf "$2"
         .map_err(|e| eprintln!("pgsni harness: no watchdog for {}: {e}", base.display()))
         .ok()
 }
+
+/// Waits until `cluster` runs a query containing `needle`; returns its pid.
+pub fn wait_for_running_query(cluster: &PgCluster, needle: &str) -> i32 {
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{needle}%' \
+         AND pid <> pg_backend_pid()"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(pid) = cluster.psql_local(&sql).parse() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{needle} never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
