@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
+use crate::net::Networks;
 use crate::proxy::cancel::CancelRegistry;
 use crate::proxy::fallback::Fallback;
 use crate::proxy::lifecycle::Lifecycle;
@@ -59,7 +60,7 @@ pub enum Command {
 pub struct ServeArgs {
     /// Address to accept Postgres clients on; repeat for several (IPv6 too,
     /// e.g. `[::]:5432`). `ADDR,proxy-protocol=MODE` overrides --proxy-protocol
-    /// for that listener.
+    /// for that listener, and `,trusted=CIDR;CIDR` its trusted proxies.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5432", value_parser = parse_listen)]
     pub listen: Vec<ListenSpec>,
 
@@ -67,6 +68,24 @@ pub struct ServeArgs {
     /// balancer: off, optional, or required.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = ProxyProtocol::Off)]
     pub proxy_protocol: ProxyProtocol,
+
+    /// The load balancers whose PROXY headers are believed, as
+    /// CIDR[,CIDR…] (repeatable). A header from any other peer closes the
+    /// connection; with --proxy-protocol optional or required this is
+    /// mandatory. `0.0.0.0/0,::/0` trusts everyone: only where nothing but
+    /// the balancer can reach the listener.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    pub trusted_proxies: Vec<Networks>,
+
+    /// Bound on a trusted load balancer's PROXY header, from accept.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub proxy_header_timeout: Duration,
+
+    /// The prefix length that IPv6 clients are grouped by for per-source
+    /// limits and cancel affinity (one holder of a /64 is one source).
+    #[arg(long, value_name = "BITS", default_value_t = crate::net::DEFAULT_IPV6_SOURCE_PREFIX,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_source_prefix: u8,
 
     /// The routes file (TOML); re-read when it changes and on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -169,38 +188,74 @@ pub enum LogFormat {
     Json,
 }
 
-/// One `--listen` value: an address and, optionally, its own PROXY mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One `--listen` value: an address and, optionally, its own PROXY mode
+/// and trusted proxies.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenSpec {
     /// Where to listen.
     pub addr: SocketAddr,
     /// This listener's PROXY protocol mode, if set apart from the default.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// This listener's trusted proxies, if set apart from the default.
+    pub trusted_proxies: Option<Networks>,
 }
 
-/// Parses `ADDR` or `ADDR,proxy-protocol=MODE`.
+/// Parses `ADDR[,proxy-protocol=MODE][,trusted=CIDR;CIDR…]`.
 pub fn parse_listen(text: &str) -> Result<ListenSpec, String> {
-    let (addr, option) = match text.split_once(',') {
-        Some((addr, option)) => (addr, Some(option)),
-        None => (text, None),
+    let mut parts = text.split(',');
+    let addr = parts.next().unwrap_or_default();
+    let mut spec = ListenSpec {
+        addr: addr
+            .parse()
+            .map_err(|e| format!("invalid listen address {addr:?}: {e}"))?,
+        proxy_protocol: None,
+        trusted_proxies: None,
     };
-    let addr = addr
-        .parse()
-        .map_err(|e| format!("invalid listen address {addr:?}: {e}"))?;
-    let proxy_protocol = option
-        .map(|option| {
-            let mode = option
-                .strip_prefix("proxy-protocol=")
-                .ok_or_else(|| format!("unknown listener option {option:?}"))?;
-            ProxyProtocol::from_str(mode, true).map_err(|_| {
+    for option in parts {
+        if let Some(mode) = option.strip_prefix("proxy-protocol=") {
+            let mode = ProxyProtocol::from_str(mode, true).map_err(|_| {
                 format!("proxy-protocol must be off, optional or required, not {mode:?}")
-            })
-        })
-        .transpose()?;
-    Ok(ListenSpec {
-        addr,
-        proxy_protocol,
-    })
+            })?;
+            spec.proxy_protocol = Some(mode);
+        } else if let Some(networks) = option.strip_prefix("trusted=") {
+            spec.trusted_proxies = Some(Networks::parse_list(networks, ';')?);
+        } else {
+            return Err(format!("unknown listener option {option:?}"));
+        }
+    }
+    Ok(spec)
+}
+
+/// What one listener believes: its PROXY mode and trusted proxies, from its
+/// own `--listen` options or the defaults. Refuses a listener that would
+/// take PROXY headers from no one, or (unless told) from everyone.
+fn listener_trust(
+    spec: &ListenSpec,
+    default_mode: ProxyProtocol,
+    default_trusted: &Networks,
+) -> anyhow::Result<(ProxyProtocol, Networks)> {
+    let mode = spec.proxy_protocol.unwrap_or(default_mode);
+    let trusted = spec
+        .trusted_proxies
+        .clone()
+        .unwrap_or_else(|| default_trusted.clone());
+    if mode == ProxyProtocol::Off {
+        return Ok((mode, Networks::none()));
+    }
+    anyhow::ensure!(
+        !trusted.is_empty(),
+        "{}: the PROXY protocol is {} but no proxy is trusted: name the load balancers' networks with --trusted-proxies CIDR[,CIDR…] (or trusted=CIDR;CIDR in --listen); a header from anyone else is refused",
+        spec.addr,
+        if mode == ProxyProtocol::Required { "required" } else { "optional" },
+    );
+    if trusted.covers_a_whole_family() {
+        tracing::warn!(
+            listen = %spec.addr,
+            trusted_proxies = %trusted,
+            "PROXY headers are believed from every address of a family: any client that reaches this listener directly can claim any address"
+        );
+    }
+    Ok((mode, trusted))
 }
 
 /// A `--tcp-keepalive` value.
@@ -341,7 +396,19 @@ pub async fn serve(
         max_handshakes_per_source: nonzero(args.max_handshakes_per_source),
         max_connection_rate_per_source: (args.max_connection_rate_per_source > 0)
             .then_some(args.max_connection_rate_per_source),
+        ipv6_source_prefix: args.ipv6_source_prefix,
     });
+    let mut trusted_proxies = Networks::none();
+    for networks in &args.trusted_proxies {
+        trusted_proxies.extend(networks);
+    }
+    // Checked before anything listens: a listener that would believe
+    // anyone, or no one, is a configuration error.
+    let trust = args
+        .listen
+        .iter()
+        .map(|spec| listener_trust(spec, args.proxy_protocol, &trusted_proxies))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let handle = crate::metrics::install();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::metrics::upkeep(handle.clone()));
@@ -377,9 +444,14 @@ pub async fn serve(
         timeouts: Timeouts {
             handshake: args.handshake_timeout,
             connect: args.connect_timeout,
+            proxy_header: args.proxy_header_timeout,
         },
-        cancels: Arc::new(CancelRegistry::new(args.cancel_max_targets)),
+        cancels: Arc::new(CancelRegistry::new(
+            args.cancel_max_targets,
+            args.ipv6_source_prefix,
+        )),
         proxy_protocol: args.proxy_protocol,
+        trusted_proxies: Networks::none(),
         sockets: SocketOptions {
             keepalive: args.tcp_keepalive.0,
         },
@@ -394,14 +466,15 @@ pub async fn serve(
         sockmap: args.kernel_forwarding.then(load_sockmap).flatten(),
     };
     let mut accepting = tokio::task::JoinSet::new();
-    for spec in &args.listen {
+    for (spec, (proxy_protocol, trusted_proxies)) in args.listen.iter().zip(trust) {
         let socket =
             listener::bind(spec.addr).with_context(|| format!("cannot listen on {}", spec.addr))?;
         let context = Context {
-            proxy_protocol: spec.proxy_protocol.unwrap_or(args.proxy_protocol),
+            proxy_protocol,
+            trusted_proxies,
             ..context.clone()
         };
-        info!(addr = %socket.local_addr()?, proxy_protocol = ?context.proxy_protocol, "accepting Postgres clients");
+        info!(addr = %socket.local_addr()?, proxy_protocol = ?context.proxy_protocol, trusted_proxies = %context.trusted_proxies, "accepting Postgres clients");
         accepting.spawn(listener::serve(socket, Arc::new(context)));
     }
     lifecycle.set_listening();
@@ -487,9 +560,19 @@ mod tests {
             parse_listen("127.0.0.1:5432"),
             Ok(ListenSpec {
                 addr: "127.0.0.1:5432".parse().unwrap(),
-                proxy_protocol: None
+                proxy_protocol: None,
+                trusted_proxies: None,
             })
         );
+        let spec =
+            parse_listen("[::]:5433,trusted=10.0.0.0/8;2001:db8::/32,proxy-protocol=required")
+                .unwrap();
+        assert_eq!(spec.proxy_protocol, Some(ProxyProtocol::Required));
+        assert_eq!(
+            spec.trusted_proxies,
+            Some("10.0.0.0/8,2001:db8::/32".parse().unwrap())
+        );
+        assert!(parse_listen("[::]:5433,trusted=10.0.0.1/8").is_err());
         assert_eq!(
             parse_listen("[::]:5433,proxy-protocol=required")
                 .unwrap()
@@ -499,6 +582,37 @@ mod tests {
         assert!(parse_listen("[::]:5433,proxy-protocol=maybe").is_err());
         assert!(parse_listen("[::]:5433,other=1").is_err());
         assert!(parse_listen("localhost:5432").is_err());
+    }
+
+    #[test]
+    fn a_proxy_listener_must_trust_someone() {
+        let spec = |text| parse_listen(text).unwrap();
+        let none = Networks::none();
+        let lan: Networks = "10.0.0.0/8".parse().unwrap();
+        let refused = listener_trust(&spec("0.0.0.0:5432"), ProxyProtocol::Optional, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--trusted-proxies"), "{refused}");
+        assert!(listener_trust(
+            &spec("0.0.0.0:5432,proxy-protocol=required"),
+            ProxyProtocol::Off,
+            &none
+        )
+        .is_err());
+        assert_eq!(
+            listener_trust(&spec("0.0.0.0:5432"), ProxyProtocol::Required, &lan).unwrap(),
+            (ProxyProtocol::Required, lan.clone())
+        );
+        assert_eq!(
+            listener_trust(&spec("0.0.0.0:5432"), ProxyProtocol::Off, &lan).unwrap(),
+            (ProxyProtocol::Off, Networks::none()),
+            "without the protocol, nobody's header is believed"
+        );
+        let own = spec("0.0.0.0:5432,proxy-protocol=optional,trusted=192.0.2.0/24");
+        assert_eq!(
+            listener_trust(&own, ProxyProtocol::Off, &lan).unwrap().1,
+            "192.0.2.0/24".parse().unwrap()
+        );
     }
 
     #[test]

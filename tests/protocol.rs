@@ -4,36 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::broker::{routes_toml, Broker};
 use common::hello::raw_hello;
+use common::wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-
-const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
-
-/// A genuine ClientHello from rustls, in one record.
-fn client_hello(sni: Option<&str>, alpn: &[&[u8]]) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // An IP-address server name makes rustls send no SNI, as libpq does.
-    let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or("127.0.0.1"))
-        .unwrap()
-        .to_owned();
-    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut hello = Vec::new();
-    connection.write_tls(&mut hello).unwrap();
-    hello
-}
 
 /// The same hello re-split into records of at most `size` payload bytes.
 fn split_into_records(hello: &[u8], size: usize) -> Vec<u8> {
@@ -60,127 +36,9 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// What a scripted backend saw on one connection.
-#[derive(Debug)]
-struct Seen {
-    /// A PROXY v2 header, when the backend expects one.
-    proxy: Vec<u8>,
-    /// The first 8 bytes: must be the SSLRequest.
-    request: Vec<u8>,
-    /// Everything after the `S` until the client's EOF.
-    after_s: Vec<u8>,
-}
-
-/// A scripted Postgres backend: answers SSLRequest with `answer`, records
-/// what follows until EOF, then sends `reply` and closes.
-struct FakeBackend {
-    address: String,
-    seen: mpsc::UnboundedReceiver<Seen>,
-}
-
-impl FakeBackend {
-    async fn start(answer: u8, reply: Vec<u8>) -> FakeBackend {
-        Self::start_with(answer, reply, false).await
-    }
-
-    /// Like [`FakeBackend::start`], reading a PROXY v2 header first when
-    /// `proxy_protocol` is set.
-    async fn start_with(answer: u8, reply: Vec<u8>, proxy_protocol: bool) -> FakeBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (tx, seen) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let tx = tx.clone();
-                let reply = reply.clone();
-                tokio::spawn(async move {
-                    let mut proxy = Vec::new();
-                    if proxy_protocol {
-                        proxy.resize(16, 0);
-                        if stream.read_exact(&mut proxy).await.is_err() {
-                            return;
-                        }
-                        let len = u16::from_be_bytes([proxy[14], proxy[15]]) as usize;
-                        proxy.resize(16 + len, 0);
-                        stream.read_exact(&mut proxy[16..]).await.unwrap();
-                    }
-                    let mut request = vec![0u8; 8];
-                    if stream.read_exact(&mut request).await.is_err() {
-                        return;
-                    }
-                    stream.write_all(&[answer]).await.unwrap();
-                    let mut after_s = Vec::new();
-                    if answer == b'S' {
-                        let _ = stream.read_to_end(&mut after_s).await;
-                        // Only now, after the client's half-close, reply.
-                        let _ = stream.write_all(&reply).await;
-                    }
-                    let _ = tx.send(Seen {
-                        proxy,
-                        request,
-                        after_s,
-                    });
-                });
-            }
-        });
-        FakeBackend { address, seen }
-    }
-
-    async fn next(&mut self) -> Seen {
-        tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
-            .await
-            .expect("backend saw no connection in time")
-            .unwrap()
-    }
-
-    fn saw_nothing(&mut self) -> bool {
-        self.seen.try_recv().is_err()
-    }
-}
-
 /// A port on which nothing listens.
 fn closed_port_address() -> String {
     format!("127.0.0.1:{}", common::free_port())
-}
-
-async fn connect(broker: &Broker) -> TcpStream {
-    TcpStream::connect(broker.addr()).await.unwrap()
-}
-
-async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
-        .await
-        .expect("the broker should close the connection")
-        .expect("read until EOF");
-    out
-}
-
-/// Parses a FATAL ErrorResponse into (SQLSTATE, message, hint).
-fn error_response(bytes: &[u8]) -> (String, String, Option<String>) {
-    assert_eq!(
-        bytes.first(),
-        Some(&b'E'),
-        "not an ErrorResponse: {bytes:?}"
-    );
-    let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
-    assert_eq!(len + 1, bytes.len(), "one message, then close");
-    let mut fields = std::collections::HashMap::new();
-    for field in bytes[5..bytes.len() - 2].split(|&b| b == 0) {
-        fields.insert(field[0], String::from_utf8(field[1..].to_vec()).unwrap());
-    }
-    assert_eq!(fields[&b'S'], "FATAL");
-    assert_eq!(fields[&b'V'], "FATAL");
-    (
-        fields[&b'C'].clone(),
-        fields[&b'M'].clone(),
-        fields.get(&b'H').cloned(),
-    )
-}
-
-fn alert(description: u8) -> Vec<u8> {
-    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
 
 #[tokio::test]
@@ -388,16 +246,6 @@ async fn garbage_gets_a_protocol_violation() {
     );
 }
 
-async fn tls_refusal(broker: &Broker, hello: &[u8]) -> Vec<u8> {
-    let mut client = connect(broker).await;
-    client.write_all(&SSL_REQUEST).await.unwrap();
-    let mut answer = [0u8; 1];
-    client.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"S");
-    client.write_all(hello).await.unwrap();
-    read_to_end(&mut client).await
-}
-
 #[tokio::test]
 async fn unknown_or_missing_server_name_gets_unrecognized_name() {
     let mut backend = FakeBackend::start(b'S', Vec::new()).await;
@@ -534,17 +382,6 @@ async fn nameless_hellos_go_to_the_default_route() {
     assert!(fallback.saw_nothing() && named.saw_nothing());
 }
 
-/// A PROXY v2 header for a TCP/IPv4 connection from `source`.
-fn proxy_v2(source: [u8; 4], port: u16) -> Vec<u8> {
-    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
-    header.extend_from_slice(&source);
-    header.extend_from_slice(&[127, 0, 0, 1]);
-    header.extend_from_slice(&port.to_be_bytes());
-    header.extend_from_slice(&5432u16.to_be_bytes());
-    header
-}
-
 // Multi-threaded: the blocking metric polls must not starve the fake backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_carries_the_client_address_to_backends_and_cancels() {
@@ -553,7 +390,15 @@ async fn proxy_protocol_carries_the_client_address_to_backends_and_cancels() {
         "[[route]]\nserver_name = \"alpha.db.example.com\"\nbackends = [\"{}\"]\nproxy_protocol = \"v2\"\n",
         backend.address
     );
-    let broker = Broker::start_with(&routes, &["--proxy-protocol", "required"]);
+    let broker = Broker::start_with(
+        &routes,
+        &[
+            "--proxy-protocol",
+            "required",
+            "--trusted-proxies",
+            "127.0.0.1/32",
+        ],
+    );
 
     // A session from 203.0.113.7, as the load balancer says.
     let mut session = connect(&broker).await;
@@ -609,7 +454,15 @@ async fn proxy_protocol_carries_the_client_address_to_backends_and_cancels() {
 async fn proxy_protocol_required_optional_and_health_checks() {
     let mut backend = FakeBackend::start(b'S', Vec::new()).await;
     let routes = routes_toml(&[("alpha.db.example.com", &backend.address)]);
-    let required = Broker::start_with(&routes, &["--proxy-protocol", "required"]);
+    let required = Broker::start_with(
+        &routes,
+        &[
+            "--proxy-protocol",
+            "required",
+            "--trusted-proxies",
+            "127.0.0.1/32",
+        ],
+    );
 
     // Without a header: closed without a word.
     let mut bare = connect(&required).await;
@@ -632,7 +485,15 @@ async fn proxy_protocol_required_optional_and_health_checks() {
     );
 
     // Optional: with a v1 header and without one.
-    let optional = Broker::start_with(&routes, &["--proxy-protocol", "optional"]);
+    let optional = Broker::start_with(
+        &routes,
+        &[
+            "--proxy-protocol",
+            "optional",
+            "--trusted-proxies",
+            "127.0.0.1/32",
+        ],
+    );
     let hello = client_hello(Some("alpha.db.example.com"), &[]);
     for header in [&b"PROXY TCP4 192.0.2.1 127.0.0.1 5000 5432\r\n"[..], b""] {
         let mut client = connect(&optional).await;

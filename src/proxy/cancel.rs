@@ -8,10 +8,17 @@
 //! does not match, so a cancel can only ever stop a query of the sender's own
 //! sessions; the per-address rate limit keeps one address from using pgsni
 //! to knock on many backends.
+//!
+//! Addresses are keyed as for the other per-source budgets
+//! ([`crate::net::source_key`]): an IPv6 client's whole prefix shares one
+//! entry. Clients behind one NAT share an address, hence one cancel budget
+//! and one set of targets: a neighbour can spend the budget. libpq 17's
+//! encrypted cancel carries the server name and avoids this path entirely.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +29,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::metrics::CANCEL_REQUESTS_TOTAL;
+use crate::net::source_key;
 use crate::wire::proxy_header;
 
 /// Default for the most backends one CancelRequest is forwarded to.
@@ -36,6 +44,10 @@ const CANCEL_BURST: f64 = 20.0;
 pub enum CancelResult {
     /// Forwarded to at least one backend.
     Forwarded,
+    /// Forwarded to at least one of the most recently used backends, but
+    /// the address had sessions with more than the bound allows: the
+    /// others were left out.
+    Truncated,
     /// The address has no live session: nothing was forwarded.
     NoSession,
     /// The address sent too many cancels: nothing was forwarded.
@@ -49,6 +61,7 @@ impl CancelResult {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Forwarded => "forwarded",
+            Self::Truncated => "truncated",
             Self::NoSession => "no_session",
             Self::RateLimited => "rate_limited",
             Self::Failed => "failed",
@@ -70,11 +83,21 @@ pub enum CancelTarget {
     Unix(Arc<Path>),
 }
 
+/// The live sessions of one address with one backend.
+#[derive(Debug)]
+struct Sessions {
+    /// How many are live.
+    live: usize,
+    /// When the latest of them started, in registration order: a cancel
+    /// is most likely meant for the session the client opened last.
+    latest: u64,
+}
+
 /// What pgsni knows about one client address.
 #[derive(Debug)]
 struct AddressState {
     /// Live sessions per backend.
-    backends: HashMap<CancelTarget, usize>,
+    backends: HashMap<CancelTarget, Sessions>,
     /// Token bucket for cancels from this address.
     tokens: f64,
     refilled: Instant,
@@ -85,21 +108,41 @@ struct AddressState {
 pub struct CancelRegistry {
     addresses: DashMap<IpAddr, AddressState>,
     max_targets: usize,
+    ipv6_source_prefix: u8,
+    /// Registrations so far: orders sessions by start.
+    registered: AtomicU64,
+}
+
+/// The backends one cancel goes to.
+#[derive(Debug, PartialEq, Eq)]
+struct Targets {
+    /// The most recently used backends first, at most `max_targets`.
+    backends: Vec<CancelTarget>,
+    /// Whether the address had sessions with more backends than that.
+    truncated: bool,
 }
 
 impl CancelRegistry {
     /// An empty registry that forwards each cancel to at most `max_targets`
-    /// backends.
-    pub fn new(max_targets: usize) -> Self {
+    /// backends, grouping IPv6 clients by `ipv6_source_prefix` bits.
+    pub fn new(max_targets: usize, ipv6_source_prefix: u8) -> Self {
         Self {
             addresses: DashMap::new(),
             max_targets,
+            ipv6_source_prefix,
+            registered: AtomicU64::new(0),
         }
+    }
+
+    fn key(&self, client: IpAddr) -> IpAddr {
+        source_key(client, self.ipv6_source_prefix)
     }
 
     /// Records a live session from `client` to `backend`; the session is
     /// forgotten when the returned guard is dropped.
     pub fn register(self: &Arc<Self>, client: IpAddr, backend: CancelTarget) -> Registration {
+        let client = self.key(client);
+        let started = self.registered.fetch_add(1, Ordering::Relaxed);
         let mut state = self
             .addresses
             .entry(client)
@@ -108,7 +151,12 @@ impl CancelRegistry {
                 tokens: CANCEL_BURST,
                 refilled: Instant::now(),
             });
-        *state.backends.entry(backend.clone()).or_default() += 1;
+        let sessions = state
+            .backends
+            .entry(backend.clone())
+            .or_insert(Sessions { live: 0, latest: 0 });
+        sessions.live += 1;
+        sessions.latest = sessions.latest.max(started);
         Registration {
             registry: self.clone(),
             client,
@@ -116,10 +164,10 @@ impl CancelRegistry {
         }
     }
 
-    /// The backends `client` has live sessions with, if its rate allows one
-    /// more cancel now.
-    fn targets(&self, client: IpAddr) -> Result<Vec<CancelTarget>, CancelResult> {
-        let Some(mut state) = self.addresses.get_mut(&client) else {
+    /// The backends `client` has live sessions with, most recently used
+    /// first, if its rate allows one more cancel now.
+    fn targets(&self, client: IpAddr) -> Result<Targets, CancelResult> {
+        let Some(mut state) = self.addresses.get_mut(&self.key(client)) else {
             return Err(CancelResult::NoSession);
         };
         let now = Instant::now();
@@ -130,12 +178,18 @@ impl CancelRegistry {
             return Err(CancelResult::RateLimited);
         }
         state.tokens -= 1.0;
-        Ok(state
-            .backends
-            .keys()
-            .take(self.max_targets)
-            .cloned()
-            .collect())
+        let mut backends: Vec<_> = state.backends.iter().collect();
+        // Not the map's order, which would pick the same few every time.
+        backends.sort_unstable_by_key(|(_, sessions)| std::cmp::Reverse(sessions.latest));
+        let truncated = backends.len() > self.max_targets;
+        Ok(Targets {
+            backends: backends
+                .into_iter()
+                .take(self.max_targets)
+                .map(|(target, _)| target.clone())
+                .collect(),
+            truncated,
+        })
     }
 
     /// Forwards `request` (a complete CancelRequest packet) from `client` to
@@ -149,9 +203,12 @@ impl CancelRegistry {
     ) -> CancelResult {
         let result = match self.targets(client.ip()) {
             Err(result) => result,
-            Ok(targets) => {
+            Ok(Targets {
+                backends,
+                truncated,
+            }) => {
                 let mut delivered = 0;
-                for target in targets {
+                for target in backends {
                     let attempt = tokio::time::timeout(timeout, deliver(client, &target, request));
                     match attempt.await {
                         Ok(Ok(())) => delivered += 1,
@@ -159,7 +216,9 @@ impl CancelRegistry {
                         Err(_) => debug!(?target, "cancel not delivered in time"),
                     }
                 }
-                if delivered > 0 {
+                if delivered > 0 && truncated {
+                    CancelResult::Truncated
+                } else if delivered > 0 {
                     CancelResult::Forwarded
                 } else {
                     CancelResult::Failed
@@ -175,9 +234,9 @@ impl CancelRegistry {
         // Remove the address entirely once its last session ends, so that
         // memory follows live sessions, not every address ever seen.
         self.addresses.remove_if_mut(&client, |_, state| {
-            if let Some(count) = state.backends.get_mut(backend) {
-                *count -= 1;
-                if *count == 0 {
+            if let Some(sessions) = state.backends.get_mut(backend) {
+                sessions.live -= 1;
+                if sessions.live == 0 {
                     state.backends.remove(backend);
                 }
             }
@@ -195,6 +254,7 @@ impl CancelRegistry {
 #[derive(Debug)]
 pub struct Registration {
     registry: Arc<CancelRegistry>,
+    /// The client's key in the registry.
     client: IpAddr,
     backend: CancelTarget,
 }
@@ -255,7 +315,7 @@ mod tests {
     async fn forwards_to_the_backends_of_the_same_address_only() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = listener.local_addr().unwrap();
-        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
+        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS, 64));
         let session = registry.register(ip(1), target(backend));
 
         let timeout = Duration::from_secs(2);
@@ -284,7 +344,7 @@ mod tests {
     async fn backends_behind_proxy_protocol_get_the_header_first() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = listener.local_addr().unwrap();
-        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
+        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS, 64));
         let _session = registry.register(
             ip(1),
             CancelTarget::Tcp {
@@ -315,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path: Arc<Path> = dir.path().join(".s.PGSQL.5432").into();
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS));
+        let registry = Arc::new(CancelRegistry::new(DEFAULT_MAX_TARGETS, 64));
         let _session = registry.register(ip(1), CancelTarget::Unix(path));
         let result = registry
             .forward(from(1), &CANCEL, Duration::from_secs(2))
@@ -329,17 +389,64 @@ mod tests {
 
     #[tokio::test]
     async fn at_most_max_targets_and_rate_limited() {
-        let registry = Arc::new(CancelRegistry::new(2));
+        let registry = Arc::new(CancelRegistry::new(2, 64));
+        let backend = |port| target(SocketAddr::from(([127, 0, 0, 1], port)));
         let mut sessions = Vec::new();
-        for port in 1..=5 {
-            let backend = SocketAddr::from(([127, 0, 0, 1], port));
-            sessions.push(registry.register(ip(1), target(backend)));
+        for port in [1, 2, 3, 4, 5, 1] {
+            sessions.push(registry.register(ip(1), backend(port)));
         }
-        assert_eq!(registry.targets(ip(1)).unwrap().len(), 2);
+        assert_eq!(
+            registry.targets(ip(1)).unwrap(),
+            Targets {
+                backends: vec![backend(1), backend(5)],
+                truncated: true
+            },
+            "the most recently started sessions' backends first"
+        );
+        sessions.remove(3); // the session with backend 4
+        sessions.push(registry.register(ip(1), backend(3)));
+        assert_eq!(
+            registry.targets(ip(1)).unwrap().backends,
+            vec![backend(3), backend(1)]
+        );
         let mut limited = false;
         for _ in 0..(CANCEL_BURST as usize + 1) {
             limited |= registry.targets(ip(1)) == Err(CancelResult::RateLimited);
         }
         assert!(limited, "a burst beyond the bucket is refused");
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_cut_to_the_bound_is_counted_as_truncated() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap();
+        let registry = Arc::new(CancelRegistry::new(1, 64));
+        let _older = registry.register(ip(1), target(SocketAddr::from(([127, 0, 0, 1], 1))));
+        let _newer = registry.register(ip(1), target(live));
+        let result = registry
+            .forward(from(1), &CANCEL, Duration::from_secs(2))
+            .await;
+        assert_eq!(result, CancelResult::Truncated);
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, CANCEL, "the newest session's backend has it");
+    }
+
+    #[test]
+    fn an_ipv6_prefix_is_one_address() {
+        let registry = Arc::new(CancelRegistry::new(4, 64));
+        let backend = target(SocketAddr::from(([127, 0, 0, 1], 1)));
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _session = registry.register(v6("2001:db8:0:1::1"), backend.clone());
+        assert_eq!(
+            registry.targets(v6("2001:db8:0:1::ffff")).unwrap().backends,
+            vec![backend]
+        );
+        assert_eq!(
+            registry.targets(v6("2001:db8:0:2::1")),
+            Err(CancelResult::NoSession)
+        );
+        assert_eq!(registry.addresses(), 1);
     }
 }

@@ -6,6 +6,10 @@
 //! header), the per-route limit once the server name is routed. State is kept
 //! in concurrent maps, per address only while the address has handshakes in
 //! flight or a recent burst to remember, so memory follows live clients.
+//!
+//! Per-source state is keyed by [`source_key`]: an IPv4 address, or the
+//! IPv6 prefix (a /64 by default) that one holder controls, so that rotating
+//! through the addresses of one's own prefix buys no fresh budget.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,8 +18,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+use crate::net::{source_key, DEFAULT_IPV6_SOURCE_PREFIX};
+
 /// Configured limits; `None` means unlimited.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LimitConfig {
     /// Sessions the whole broker may hold (handshaking or forwarding).
     pub max_connections: Option<usize>,
@@ -24,6 +30,19 @@ pub struct LimitConfig {
     /// New connections one client address may open per second (with a
     /// burst of as many).
     pub max_connection_rate_per_source: Option<u32>,
+    /// The prefix length IPv6 clients are grouped by (see [`source_key`]).
+    pub ipv6_source_prefix: u8,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            max_handshakes_per_source: None,
+            max_connection_rate_per_source: None,
+            ipv6_source_prefix: DEFAULT_IPV6_SOURCE_PREFIX,
+        }
+    }
 }
 
 /// Which limit refused a connection (the outcome label).
@@ -90,6 +109,7 @@ impl Limits {
         if self.config.max_connections.is_some_and(|max| active > max) {
             return Err(LimitExceeded::Global);
         }
+        let source = source_key(source, self.config.ipv6_source_prefix);
         let now = Instant::now();
         let mut state = self.sources.entry(source).or_insert_with(|| SourceState {
             handshakes: 0,
@@ -105,6 +125,34 @@ impl Limits {
             }
             state.tokens -= 1.0;
         }
+        if self
+            .config
+            .max_handshakes_per_source
+            .is_some_and(|max| state.handshakes >= max)
+        {
+            return Err(LimitExceeded::SourceHandshakes);
+        }
+        state.handshakes += 1;
+        Ok(HandshakeSlot {
+            limits: self.clone(),
+            source,
+        })
+    }
+
+    /// Admits a connection from a trusted load balancer at `proxy` while it
+    /// has yet to send its PROXY header: it holds one of the balancer's
+    /// concurrent handshakes (so that a balancer, or whoever opens
+    /// connections from its address, cannot park unbounded silent
+    /// connections), but spends none of its rate: every client behind the
+    /// balancer shares that address, and each is charged on its own address
+    /// once the header names it.
+    pub fn admit_proxy(self: &Arc<Self>, proxy: IpAddr) -> Result<HandshakeSlot, LimitExceeded> {
+        let source = source_key(proxy, self.config.ipv6_source_prefix);
+        let mut state = self.sources.entry(source).or_insert_with(|| SourceState {
+            handshakes: 0,
+            tokens: self.burst(),
+            refilled: Instant::now(),
+        });
         if self
             .config
             .max_handshakes_per_source
@@ -234,6 +282,50 @@ mod tests {
         );
         drop(a);
         assert!(limits.admit(ip(1), 3).is_ok());
+    }
+
+    #[test]
+    fn ipv6_sources_share_the_budget_of_their_prefix() {
+        let limits = Limits::new(LimitConfig {
+            max_handshakes_per_source: Some(1),
+            ..LimitConfig::default()
+        });
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _held = limits.admit(v6("2001:db8:1:2::1"), 1).unwrap();
+        assert_eq!(
+            limits.admit(v6("2001:db8:1:2:ffff::9"), 2).unwrap_err(),
+            LimitExceeded::SourceHandshakes,
+            "another address of the same /64 is the same source"
+        );
+        assert!(limits.admit(v6("2001:db8:1:3::1"), 2).is_ok());
+
+        let per_address = Limits::new(LimitConfig {
+            max_handshakes_per_source: Some(1),
+            ipv6_source_prefix: 128,
+            ..LimitConfig::default()
+        });
+        let _held = per_address.admit(v6("2001:db8:1:2::1"), 1).unwrap();
+        assert!(per_address.admit(v6("2001:db8:1:2::2"), 2).is_ok());
+    }
+
+    #[test]
+    fn a_balancer_waiting_for_headers_holds_handshakes_but_spends_no_rate() {
+        let limits = Limits::new(LimitConfig {
+            max_handshakes_per_source: Some(2),
+            max_connection_rate_per_source: Some(1),
+            ..LimitConfig::default()
+        });
+        let balancer = ip(9);
+        let first = limits.admit_proxy(balancer).unwrap();
+        let _second = limits.admit_proxy(balancer).unwrap();
+        assert_eq!(
+            limits.admit_proxy(balancer).unwrap_err(),
+            LimitExceeded::SourceHandshakes
+        );
+        drop(first);
+        for _ in 0..10 {
+            drop(limits.admit_proxy(balancer).unwrap());
+        }
     }
 
     #[tokio::test(start_paused = true)]

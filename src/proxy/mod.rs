@@ -9,6 +9,7 @@
 //! - [`forward`]: copying the encrypted bytes in both directions.
 //! - [`lifecycle`]: readiness, live sessions, and draining on shutdown.
 //! - [`limits`]: connection limits for the broker, routes and addresses.
+//! - [`logging`]: log lines a client cannot inflate.
 //! - [`outcome`]: why a connection ended its start-up, for metrics and logs.
 //! - [`terminate`]: terminated routes, whose TLS pgsni completes itself with
 //!   the route's own certificate.
@@ -20,6 +21,7 @@ pub mod forward;
 pub mod lifecycle;
 pub mod limits;
 pub mod listener;
+pub mod logging;
 pub mod outcome;
 pub mod session;
 pub mod sockmap;
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use crate::net::Networks;
 use crate::routing::SharedTable;
 
 pub use outcome::Outcome;
@@ -38,6 +41,9 @@ pub use outcome::Outcome;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on one backend attempt (TCP connect and its `S`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default bound on a trusted load balancer's PROXY header: it writes the
+/// header with the connection, so anything slower is not a balancer.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Timeouts that bound a session's start-up.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +53,9 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// For each backend attempt: TCP connect plus its answer to SSLRequest.
     pub connect: Duration,
+    /// From accept until a trusted load balancer's PROXY header is read
+    /// (within the handshake deadline).
+    pub proxy_header: Duration,
 }
 
 impl Default for Timeouts {
@@ -54,6 +63,7 @@ impl Default for Timeouts {
         Self {
             handshake: DEFAULT_HANDSHAKE_TIMEOUT,
             connect: DEFAULT_CONNECT_TIMEOUT,
+            proxy_header: DEFAULT_PROXY_HEADER_TIMEOUT,
         }
     }
 }
@@ -119,6 +129,9 @@ pub struct Context {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Whether this listener's connections start with a PROXY header.
     pub proxy_protocol: ProxyProtocol,
+    /// The peers whose PROXY headers are believed (the load balancers);
+    /// a header from anyone else closes the connection.
+    pub trusted_proxies: Networks,
     /// Options for client and backend sockets.
     pub sockets: SocketOptions,
     /// Readiness and live sessions, for draining.

@@ -2,6 +2,7 @@
 //! `pgsni_connections_total{outcome}` counter and the session's log line.
 
 use super::limits::LimitExceeded;
+use super::logging::{seconds_now, LineBudget, Verdict};
 use crate::metrics::CONNECTIONS_TOTAL;
 
 /// How a connection's start-up ended.
@@ -45,6 +46,9 @@ pub enum Outcome {
     IoError,
     /// A PROXY header was required and missing, or malformed.
     BadProxyHeader,
+    /// A PROXY header from a peer outside `--trusted-proxies`, or any
+    /// connection from such a peer on a listener that requires the header.
+    UntrustedProxyHeader,
     /// A PROXY v2 LOCAL connection (a load balancer's health check).
     HealthCheck,
     /// Refused: `--max-connections` reached.
@@ -89,6 +93,7 @@ impl Outcome {
             Self::ClientClosed => "client_closed",
             Self::IoError => "io_error",
             Self::BadProxyHeader => "bad_proxy_header",
+            Self::UntrustedProxyHeader => "untrusted_proxy_header",
             Self::HealthCheck => "health_check",
             Self::LimitGlobal => "limit_global",
             Self::LimitRoute => "limit_route",
@@ -117,5 +122,18 @@ impl Outcome {
     /// Counts one connection with this outcome.
     pub fn record(self) {
         ::metrics::counter!(CONNECTIONS_TOTAL, "outcome" => self.as_str()).increment(1);
+    }
+
+    /// Whether a line about one more connection with this outcome may be
+    /// written now, and how many were left out before it: refusal lines
+    /// are rate-limited per outcome, so that a flood of one kind costs a
+    /// few lines a second and hides no other kind.
+    pub fn log_budget(self) -> Verdict {
+        static BUDGETS: [LineBudget; 64] = [const { LineBudget::new() }; 64];
+        // A fieldless enum's discriminant: far fewer than 64 variants.
+        match BUDGETS.get(self as usize) {
+            Some(budget) => budget.take(seconds_now()),
+            None => Verdict::Write { suppressed: 0 },
+        }
     }
 }

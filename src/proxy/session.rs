@@ -29,7 +29,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::cancel::{CancelTarget, Registration};
 use super::forward::{self, Forwarded};
-use super::limits::{LimitExceeded, RouteSlot};
+use super::limits::{HandshakeSlot, LimitExceeded, RouteSlot};
+use super::logging::{Untrusted, Verdict};
 use super::terminate::{self, Handoff};
 use super::{backend, Context, Outcome, ProxyProtocol};
 use crate::metrics::HANDSHAKE_SECONDS;
@@ -67,6 +68,18 @@ impl Phase {
     fn tls_started(self) -> bool {
         self != Self::Negotiate
     }
+}
+
+/// What a start-up holds across its steps, kept outside them so that the
+/// exit can still use it.
+#[derive(Debug)]
+struct Progress {
+    /// The step it is in, for a deadline to say where it hit.
+    phase: Phase,
+    /// The client's place under the per-address handshake limit: held until
+    /// the session is routed, or its refusal delivered (a refusal in the
+    /// broker's own TLS is a handshake like any other).
+    handshake: Option<HandshakeSlot>,
 }
 
 /// What the client is told when its start-up is refused.
@@ -182,7 +195,7 @@ fn conn_span(
         "conn",
         %peer,
         client = client.map(tracing::field::display),
-        server_name,
+        server_name = server_name.map(|name| tracing::field::display(Untrusted::str(name))),
         route,
         mode,
     )
@@ -196,14 +209,17 @@ async fn start(mut client: TcpStream, peer: SocketAddr, context: &Context) -> Op
     if let Err(error) = context.sockets.apply(&client) {
         debug!(%peer, %error, "cannot set socket options on client socket");
     }
-    let mut phase = Phase::Negotiate;
+    let mut progress = Progress {
+        phase: Phase::Negotiate,
+        handshake: None,
+    };
     // Everything read during start-up, bounded by the parsers' caps; kept
     // here so that a refusal in the broker's own TLS can replay the hello.
     let mut buf = Vec::with_capacity(1024);
     let deadline = accepted + context.timeouts.handshake;
     let started = tokio::time::timeout_at(
         deadline,
-        start_up(&mut client, peer, context, &mut phase, &mut buf),
+        start_up(&mut client, peer, context, &mut progress, &mut buf),
     );
     let exit = match started.await {
         Ok(Ok(Started::Terminate(handoff))) => {
@@ -218,10 +234,12 @@ async fn start(mut client: TcpStream, peer: SocketAddr, context: &Context) -> Op
         }
         Ok(Ok(Started::Passthrough(routed))) => {
             let hello = std::mem::take(&mut buf);
-            return replay_hello(client, peer, routed, hello, context, accepted).await;
+            let timing = Timing { accepted, deadline };
+            return replay_hello(client, peer, routed, hello, context, timing).await;
         }
         Ok(Err(exit)) => exit,
         Err(_elapsed) => {
+            let phase = progress.phase;
             debug!(?phase, "handshake deadline reached");
             // A client inside TLS deserves an alert; a silent one gets a close.
             let reply = match phase {
@@ -235,11 +253,19 @@ async fn start(mut client: TcpStream, peer: SocketAddr, context: &Context) -> Op
     };
     record_exit(exit.outcome);
     debug_assert!(
-        !matches!(exit.reply, Reply::Postgres(_)) || !phase.tls_started(),
+        !matches!(exit.reply, Reply::Postgres(_)) || !progress.phase.tls_started(),
         "a Postgres reply is only sent in plaintext"
     );
-    send_reply(client, exit.reply, &buf, context).await;
+    // `progress` still holds the handshake slot while the reply goes out.
+    send_reply(client, exit.reply, &buf, context, deadline).await;
     None
+}
+
+/// When a start-up began, and when it must be done.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    accepted: Instant,
+    deadline: Instant,
 }
 
 /// Replays the ClientHello to the backend, in the kernel's data path where a
@@ -250,7 +276,7 @@ async fn replay_hello(
     routed: Routed,
     hello: Vec<u8>,
     context: &Context,
-    accepted: Instant,
+    Timing { accepted, deadline }: Timing,
 ) -> Option<Forwarding> {
     let Routed {
         backend,
@@ -291,7 +317,7 @@ async fn replay_hello(
                 warn!(%error, "backend failed while receiving the ClientHello");
                 record_exit(Outcome::BackendUnavailable);
                 let reply = backend_unavailable(&route).reply;
-                send_reply(client, reply, &hello, context).await;
+                send_reply(client, reply, &hello, context, deadline).await;
                 return None;
             }
             let replayed = hello.len() as u64;
@@ -405,15 +431,31 @@ impl Forwarding {
 }
 
 /// Counts and logs a start-up that ended without forwarding.
+///
+/// Lines are rate-limited per outcome (see [`Outcome::log_budget`]); the
+/// counter is not.
 pub(crate) fn record_exit(outcome: Outcome) {
     outcome.record();
-    if outcome.is_notable() {
-        info!(outcome = outcome.as_str(), "connection refused");
-    } else {
-        debug!(
-            outcome = outcome.as_str(),
-            "connection closed during start-up"
-        );
+    let notable = outcome.is_notable();
+    if !notable && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Verdict::Write { suppressed } = outcome.log_budget() else {
+        return;
+    };
+    let outcome = outcome.as_str();
+    match (notable, suppressed) {
+        (true, 0) => info!(outcome, "connection refused"),
+        (true, _) => info!(
+            outcome,
+            suppressed, "connection refused (and {suppressed} more like it, not logged)"
+        ),
+        (false, 0) => debug!(outcome, "connection closed during start-up"),
+        (false, _) => debug!(
+            outcome,
+            suppressed,
+            "connection closed during start-up (and {suppressed} more like it, not logged)"
+        ),
     }
 }
 
@@ -455,69 +497,72 @@ async fn start_up(
     client: &mut TcpStream,
     peer: SocketAddr,
     context: &Context,
-    phase: &mut Phase,
+    progress: &mut Progress,
     buf: &mut Vec<u8>,
 ) -> Result<Started, Exit> {
-    let (peer, destination) = read_proxy_header(client, peer, context.proxy_protocol, buf).await?;
+    let (peer, destination) = identify(client, peer, context, buf).await?;
     // Admission, now that the client's address is known (even behind a load
     // balancer). The slot is held until the session is routed.
-    let admission = context.limits.admit(peer.ip(), context.lifecycle.active());
-    let negotiation = match &admission {
-        Ok(_slot) => negotiate(client, peer, context, buf, None).await?,
+    let negotiation = match context.limits.admit(peer.ip(), context.lifecycle.active()) {
+        Ok(slot) => {
+            progress.handshake = Some(slot);
+            negotiate(client, peer, context, buf, None).await?
+        }
         // Over a limit, wait only briefly for the first packet: just long
-        // enough to refuse in the form the client understands.
+        // enough to refuse in the form the client understands, which costs
+        // the broker one small write.
         Err(limit) => {
-            let refusing = negotiate(client, peer, context, buf, Some(*limit));
+            let refusing = negotiate(client, peer, context, buf, Some(limit));
             match tokio::time::timeout(REFUSAL_GRACE, refusing).await {
                 Ok(negotiated) => negotiated?,
-                Err(_) => return Err(Exit::silent((*limit).into())),
+                Err(_) => return Err(Exit::silent(limit.into())),
             }
         }
     };
 
-    *phase = Phase::ReadHello;
+    progress.phase = Phase::ReadHello;
     let name = read_hello(client, buf, negotiation).await?;
 
     let span = tracing::Span::current();
-    *phase = Phase::Route;
+    progress.phase = Phase::Route;
     // The rest of a terminated start-up happens inside pgsni's own TLS
     // session, still holding the handshake slot.
-    let handoff = |route| Handoff {
+    let mut handoff = |route, route_slot| Handoff {
         route,
         direct: negotiation == Negotiation::Direct,
         peer,
         destination,
-        handshake: admission.ok(),
+        handshake: progress.handshake.take(),
+        route_slot,
     };
     let resolved = match route(context, name.as_ref()) {
         Ok(resolved) => resolved,
         // No server name and no default route: with the broker's own
         // identity, the StartupMessage may still name a terminated route.
         Err(_) if name.is_none() && context.fallback.is_some() => {
-            return Ok(Started::Terminate(handoff(None)));
+            return Ok(Started::Terminate(handoff(None, None)));
         }
         Err(exit) => return Err(exit),
     };
     span.record("route", &*resolved.route);
-    if let TlsMode::Terminate(_) = resolved.mode {
-        return Ok(Started::Terminate(handoff(Some(resolved))));
-    }
-    span.record("mode", resolved.mode.label());
+    // Before any handshake, for terminated routes too: a refusal for a
+    // limit must cost the broker no TLS, so it is a bare alert.
     let route_slot = context
         .limits
         .admit_route(&resolved.route, resolved.max_connections)
         .map_err(|limit| {
             debug!("route connection limit reached");
-            Exit::new(
-                limit.into(),
-                Reply::Tls(
-                    AlertDescription::InternalError,
-                    Refusal::too_many_connections(limit.reason()),
-                ),
-            )
+            Exit::new(limit.into(), Reply::Alert(AlertDescription::InternalError))
         })?;
+    if let TlsMode::Terminate(_) = resolved.mode {
+        return Ok(Started::Terminate(handoff(
+            Some(resolved),
+            Some(route_slot),
+        )));
+    }
+    span.record("mode", resolved.mode.label());
 
-    *phase = Phase::ConnectBackend;
+    progress.phase = Phase::ConnectBackend;
     let proxy_header = resolved
         .proxy_protocol
         .then(|| proxy_header::encode_v2(peer, destination));
@@ -553,13 +598,18 @@ async fn start_up(
     }))
 }
 
-/// Reads the PROXY header a load balancer puts before the client's bytes,
-/// when this listener expects one, and returns the client's address and the
-/// address it connected to. Bytes after the header stay in `buf`.
-async fn read_proxy_header(
+/// Tells who the client is, and which address it connected to.
+///
+/// Without the PROXY protocol, or from a peer outside the trusted networks,
+/// the client is the TCP peer: nothing it sends can say otherwise (a header
+/// it sends anyway is refused in [`negotiate`]; on a listener that requires
+/// one, such a peer is closed at once). From a trusted load balancer, the
+/// header is read within its own short deadline, while the connection holds
+/// one of the balancer's handshakes. Bytes after the header stay in `buf`.
+async fn identify(
     client: &mut TcpStream,
     peer: SocketAddr,
-    mode: ProxyProtocol,
+    context: &Context,
     buf: &mut Vec<u8>,
 ) -> Result<(SocketAddr, SocketAddr), Exit> {
     let local = client.local_addr().map_err(|error| {
@@ -567,17 +617,51 @@ async fn read_proxy_header(
         Exit::silent(Outcome::IoError)
     })?;
     let span = tracing::Span::current();
-    if mode == ProxyProtocol::Off {
+    let mode = context.proxy_protocol;
+    if mode == ProxyProtocol::Off || !context.trusted_proxies.contains(peer.ip()) {
         span.record("client", tracing::field::display(peer));
+        if mode == ProxyProtocol::Required {
+            // Whatever it sends, a header could not be believed, and
+            // without one this listener serves no one: close unread.
+            debug!("peer outside the trusted proxies on a listener that requires a PROXY header");
+            return Err(Exit::silent(Outcome::UntrustedProxyHeader));
+        }
         return Ok((peer, local));
     }
+    let _balancer = context.limits.admit_proxy(peer.ip()).map_err(|limit| {
+        debug!(
+            limit = limit.reason(),
+            "load balancer over its handshake limit"
+        );
+        Exit::silent(limit.into())
+    })?;
+    let reading = read_proxy_header(client, peer, local, mode, buf);
+    let identified = tokio::time::timeout(context.timeouts.proxy_header, reading)
+        .await
+        .unwrap_or_else(|_| {
+            debug!("no PROXY header in time");
+            Err(Exit::silent(Outcome::BadProxyHeader))
+        })?;
+    span.record("client", tracing::field::display(identified.0));
+    Ok(identified)
+}
+
+/// Reads the PROXY header a trusted load balancer puts before the client's
+/// bytes, and returns the client's address and the address it connected
+/// to.
+async fn read_proxy_header(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mode: ProxyProtocol,
+    buf: &mut Vec<u8>,
+) -> Result<(SocketAddr, SocketAddr), Exit> {
     let bad = |error: ProxyHeaderError| {
         debug!(%error, "PROXY header refused");
         Exit::silent(Outcome::BadProxyHeader)
     };
     loop {
         if mode == ProxyProtocol::Optional && proxy_header::starts_with_header(buf) == Some(false) {
-            span.record("client", tracing::field::display(peer));
             return Ok((peer, local));
         }
         let Some((header, len)) = proxy_header::parse(buf).map_err(bad)? else {
@@ -589,14 +673,8 @@ async fn read_proxy_header(
             ProxyHeader::Proxy {
                 source,
                 destination,
-            } => {
-                span.record("client", tracing::field::display(source));
-                Ok((source, destination))
-            }
-            ProxyHeader::Unknown => {
-                span.record("client", tracing::field::display(peer));
-                Ok((peer, local))
-            }
+            } => Ok((source, destination)),
+            ProxyHeader::Unknown => Ok((peer, local)),
             // Load balancers' health checks: nothing to route, just close.
             ProxyHeader::Local => Err(Exit::silent(Outcome::HealthCheck)),
         };
@@ -658,6 +736,16 @@ async fn negotiate(
                 read_more(client, buf, MAX_STARTUP_PACKET_LEN).await?;
                 continue;
             }
+            // Only a peer outside the trusted networks, or a client behind a
+            // trusted balancer adding a header of its own, gets here with
+            // one: it is never believed.
+            Err(_)
+                if context.proxy_protocol != ProxyProtocol::Off
+                    && proxy_header::starts_with_header(buf) != Some(false) =>
+            {
+                debug!("PROXY header from an untrusted peer");
+                return Err(Exit::silent(Outcome::UntrustedProxyHeader));
+            }
             Err(error) => {
                 debug!(%error, "invalid start-up packet");
                 return Err(Exit::new(
@@ -670,13 +758,11 @@ async fn negotiate(
             debug!(limit = limit.reason(), "connection refused by a limit");
             match packet {
                 StartupPacket::CancelRequest { .. } => {}
+                // No handshake for a refusal: the alert is all it costs.
                 StartupPacket::DirectTls => {
                     return Err(Exit::new(
                         limit.into(),
-                        Reply::Tls(
-                            AlertDescription::InternalError,
-                            Refusal::too_many_connections(limit.reason()),
-                        ),
+                        Reply::Alert(AlertDescription::InternalError),
                     ))
                 }
                 _ => {
@@ -760,7 +846,8 @@ async fn read_hello(
         };
         let name = hello.server_name().map(HostName::parse);
         if let Some(Ok(name)) = &name {
-            tracing::Span::current().record("server_name", name.as_str());
+            let shown = Untrusted::str(name.as_str());
+            tracing::Span::current().record("server_name", tracing::field::display(shown));
         }
         if negotiation == Negotiation::Direct && !hello.offers_alpn(ALPN_POSTGRESQL) {
             debug!("direct TLS without ALPN \"postgresql\"");
@@ -773,7 +860,8 @@ async fn read_hello(
             return Ok(None);
         };
         return name.map(Some).map_err(|error| {
-            info!(server_name = %raw.escape_ascii(), %error, "invalid server name");
+            // The refusal itself is logged (rate-limited) with the exit.
+            debug!(server_name = %Untrusted(raw), %error, "invalid server name");
             Exit::new(
                 Outcome::InvalidServerName,
                 Reply::Tls(
@@ -815,14 +903,29 @@ async fn write(client: &mut TcpStream, bytes: &[u8]) -> Result<(), Exit> {
 /// Tells the client why it is refused, then closes. `received` is what the
 /// client sent since TLS began, replayed to the broker's own TLS session
 /// when a refusal is given there.
-async fn send_reply(mut client: TcpStream, reply: Reply, received: &[u8], context: &Context) {
+///
+/// A refusal in the broker's own TLS session is a handshake: it runs within
+/// the session's `deadline`, while the caller still holds its handshake
+/// slot, so that it is bounded and counted like any other.
+async fn send_reply(
+    mut client: TcpStream,
+    reply: Reply,
+    received: &[u8],
+    context: &Context,
+    deadline: Instant,
+) {
     let bytes = match (reply, &context.fallback) {
         (Reply::Close, _) => return,
         (Reply::Postgres(refusal), _) => refusal.encode().to_vec(),
         (Reply::Tls(_, refusal), Some(fallback)) => {
             // Boxed: the TLS state is large and rarely needed.
-            if let Err(error) = Box::pin(fallback.refuse(client, received, &refusal)).await {
-                debug!(%error, "refusal in the broker's own TLS session not delivered");
+            let refusing = Box::pin(fallback.refuse(client, received, &refusal));
+            match tokio::time::timeout_at(deadline, refusing).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    debug!(%error, "refusal in the broker's own TLS session not delivered");
+                }
+                Err(_) => debug!("refusal in the broker's own TLS session cut at the deadline"),
             }
             return;
         }

@@ -53,6 +53,7 @@ use super::cancel::Registration;
 use super::fallback::Rewind;
 use super::forward::SessionMetrics;
 use super::limits::{HandshakeSlot, RouteSlot};
+use super::logging::Untrusted;
 use super::session::{self, ALPN_POSTGRESQL};
 use super::{Context, Outcome};
 use crate::metrics::HANDSHAKE_SECONDS;
@@ -102,6 +103,10 @@ pub(crate) struct Handoff {
     /// The client's place under the per-address handshake limit, held
     /// until the session reaches its backend.
     pub handshake: Option<HandshakeSlot>,
+    /// The session's place under its route's limit, taken before the
+    /// handshake when the server name chose the route (a refusal for a
+    /// limit costs no TLS); `None` when the route is still to be named.
+    pub route_slot: Option<RouteSlot>,
 }
 
 /// The client's side: pgsni's TLS session, over the socket with the hello
@@ -309,13 +314,18 @@ async fn begin(tls: &mut ClientTls, handoff: Handoff, context: &Context) -> Resu
             Refusal::server_name_required(&route),
         ));
     };
-    let slot = context
-        .limits
-        .admit_route(&route, resolved.max_connections)
-        .map_err(|limit| {
-            debug!("route connection limit reached");
-            Refused::with(limit.into(), Refusal::too_many_connections(limit.reason()))
-        })?;
+    let slot = match handoff.route_slot {
+        Some(slot) => slot,
+        // Routed by the StartupMessage, inside the broker's own TLS: the
+        // limit can only be checked now.
+        None => context
+            .limits
+            .admit_route(&route, resolved.max_connections)
+            .map_err(|limit| {
+                debug!("route connection limit reached");
+                Refused::with(limit.into(), Refusal::too_many_connections(limit.reason()))
+            })?,
+    };
     let security = context
         .identities
         .backend_security(&termination.backend_tls)
@@ -448,7 +458,7 @@ fn route_by_startup(startup: &mut StartupMessage, context: &Context) -> Result<R
         ));
     };
     let name = HostName::parse(&raw).map_err(|error| {
-        info!(server_name = %raw.escape_ascii(), %error, "invalid server name in the StartupMessage");
+        debug!(server_name = %Untrusted(&raw), %error, "invalid server name in the StartupMessage");
         Refused::with(Outcome::InvalidServerName, Refusal::INVALID_SERVER_NAME)
     })?;
     tracing::Span::current().record("server_name", name.as_str());
