@@ -15,7 +15,7 @@ use common::broker::Broker;
 use common::hello::raw_hello;
 use common::tenants::{Tenants, ALPHA};
 use common::wire::*;
-use common::{wait_for_running_query, TestPki};
+use common::{interrupt_psql, start_sleeping_psql, TestPki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BALANCER: [u8; 4] = [127, 0, 0, 2];
@@ -47,17 +47,11 @@ fn routes_with_proxy_v2(backend: &FakeBackend) -> String {
     )
 }
 
-/// Opens a session: `opening` (a header, or nothing), SSLRequest, `S`, a
-/// hello for alpha, then a half-close.
-async fn session(mut stream: tokio::net::TcpStream, opening: &[u8]) -> Vec<u8> {
-    let mut bytes = opening.to_vec();
-    bytes.extend_from_slice(&SSL_REQUEST);
-    stream.write_all(&bytes).await.unwrap();
-    let mut answer = [0u8; 1];
-    stream.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"S");
+/// Opens a session on `stream` after `opening` (a header, or nothing),
+/// then half-closes it: the backend reports it. Returns the hello sent.
+async fn session(stream: tokio::net::TcpStream, opening: &[u8]) -> Vec<u8> {
     let hello = client_hello(Some("alpha.db.example.com"), &[]);
-    stream.write_all(&hello).await.unwrap();
+    let mut stream = begin_tls(stream, opening, &hello).await;
     stream.shutdown().await.unwrap();
     hello
 }
@@ -124,16 +118,12 @@ async fn a_forged_address_cannot_send_cancels_for_its_victim() {
         ],
     );
     // The victim, 203.0.113.7, has a session through the balancer.
-    let mut victim = connect_from(&broker, BALANCER).await;
-    let mut opening = proxy_v2([203, 0, 113, 7], 41000);
-    opening.extend_from_slice(&SSL_REQUEST);
-    victim.write_all(&opening).await.unwrap();
-    let mut answer = [0u8; 1];
-    victim.read_exact(&mut answer).await.unwrap();
-    victim
-        .write_all(&client_hello(Some("alpha.db.example.com"), &[]))
-        .await
-        .unwrap();
+    let victim = begin_tls(
+        connect_from(&broker, BALANCER).await,
+        &proxy_v2([203, 0, 113, 7], 41000),
+        &client_hello(Some("alpha.db.example.com"), &[]),
+    )
+    .await;
     broker.wait_for_metric(
         r#"pgsni_connections_total{outcome="routed"}"#,
         1.0,
@@ -307,11 +297,7 @@ async fn a_refusal_for_a_limit_costs_no_handshake() {
 
     // Over the route's limit, after the hello: the alert again.
     let hello = client_hello(Some("alpha.db.example.com"), &[]);
-    let mut first = connect(&broker).await;
-    first.write_all(&SSL_REQUEST).await.unwrap();
-    let mut answer = [0u8; 1];
-    first.read_exact(&mut answer).await.unwrap();
-    first.write_all(&hello).await.unwrap();
+    let mut first = begin_tls(connect(&broker).await, b"", &hello).await;
     broker.wait_for_metric(
         r#"pgsni_connections_total{outcome="routed"}"#,
         1.0,
@@ -390,12 +376,8 @@ async fn cancels_go_to_the_most_recent_sessions_and_cuts_are_counted() {
     let broker = Broker::start_with(&routes, &["--cancel-max-targets", "1"]);
     let mut sessions = Vec::new();
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
-        let mut client = connect(&broker).await;
-        client.write_all(&SSL_REQUEST).await.unwrap();
-        let mut answer = [0u8; 1];
-        client.read_exact(&mut answer).await.unwrap();
         let hello = client_hello(Some(&format!("{name}.db.example.com")), &[]);
-        client.write_all(&hello).await.unwrap();
+        let client = begin_tls(connect(&broker).await, b"", &hello).await;
         broker.wait_for_metric(
             r#"pgsni_connections_total{outcome="routed"}"#,
             (i + 1) as f64,
@@ -516,15 +498,10 @@ fn a_forged_cancel_never_reaches_a_real_postgres() {
         ],
     );
     // The victim connects straight from 127.0.0.1, as the broker sees it.
-    let mut sleeper = Command::new("psql")
-        .args(["-X", "-c", "SELECT pg_sleep(30)", "-d"])
-        .arg(tenants.conninfo(ALPHA, &broker, "verify-full"))
-        .env("PGPASSWORD", common::PG_PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let backend_pid = wait_for_running_query(&tenants.alpha, "pg_sleep(30)");
+    let (sleeper, backend_pid) = start_sleeping_psql(
+        &tenants.conninfo(ALPHA, &broker, "verify-full"),
+        &tenants.alpha,
+    );
 
     // The attacker claims the victim's address in a header of its own.
     let before = tenants.connections_received();
@@ -555,14 +532,7 @@ fn a_forged_cancel_never_reaches_a_real_postgres() {
     );
 
     // The victim's own Ctrl-C still works.
-    let status = Command::new("kill")
-        .args(["-INT", &sleeper.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = sleeper.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut sleeper.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (exit, stderr, _) = interrupt_psql(sleeper);
     assert!(!exit.success());
     assert!(
         stderr.contains("canceling statement due to user request"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::broker::{routes_toml, Broker};
 use common::tenants::{backend, Tenants, ALPHA, BETA};
-use common::{psql, tokio_pg_connect, wait_for_running_query};
+use common::{interrupt_psql, psql, start_sleeping_psql, tokio_pg_connect};
 
 /// Which cluster answered, on which port, and whether the session is TLS.
 const WHO: &str = "SELECT current_setting('cluster_name') || ' ' || inet_server_port() || ' ' \
@@ -372,15 +372,10 @@ fn upgrade_without_downtime_under_pgbench() {
 fn psql_ctrl_c_cancels_through_the_broker() {
     let tenants = Tenants::start();
     let broker = Broker::start(&tenants.routes());
-    let mut sleeper = Command::new("psql")
-        .args(["-X", "-c", "SELECT pg_sleep(30)", "-d"])
-        .arg(tenants.conninfo(ALPHA, &broker, "verify-full"))
-        .env("PGPASSWORD", common::PG_PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let backend_pid = wait_for_running_query(&tenants.alpha, "pg_sleep(30)");
+    let (sleeper, backend_pid) = start_sleeping_psql(
+        &tenants.conninfo(ALPHA, &broker, "verify-full"),
+        &tenants.alpha,
+    );
 
     // A cancel from an address with no session through pgsni reaches nothing,
     // even with the right pid.
@@ -411,25 +406,7 @@ fn psql_ctrl_c_cancels_through_the_broker() {
     );
 
     // psql's Ctrl-C: a plaintext CancelRequest without a server name.
-    let interrupted = Instant::now();
-    let status = Command::new("kill")
-        .args(["-INT", &sleeper.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = loop {
-        if let Some(exit) = sleeper.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            interrupted.elapsed() < Duration::from_secs(5),
-            "psql still running after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let took = interrupted.elapsed();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut sleeper.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (exit, stderr, took) = interrupt_psql(sleeper);
     assert!(!exit.success());
     assert!(
         stderr.contains("canceling statement due to user request"),

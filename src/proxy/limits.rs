@@ -109,34 +109,7 @@ impl Limits {
         if self.config.max_connections.is_some_and(|max| active > max) {
             return Err(LimitExceeded::Global);
         }
-        let source = source_key(source, self.config.ipv6_source_prefix);
-        let now = Instant::now();
-        let mut state = self.sources.entry(source).or_insert_with(|| SourceState {
-            handshakes: 0,
-            tokens: self.burst(),
-            refilled: now,
-        });
-        if let Some(rate) = self.config.max_connection_rate_per_source {
-            let elapsed = now.duration_since(state.refilled).as_secs_f64();
-            state.tokens = (state.tokens + elapsed * f64::from(rate)).min(self.burst());
-            state.refilled = now;
-            if state.tokens < 1.0 {
-                return Err(LimitExceeded::SourceRate);
-            }
-            state.tokens -= 1.0;
-        }
-        if self
-            .config
-            .max_handshakes_per_source
-            .is_some_and(|max| state.handshakes >= max)
-        {
-            return Err(LimitExceeded::SourceHandshakes);
-        }
-        state.handshakes += 1;
-        Ok(HandshakeSlot {
-            limits: self.clone(),
-            source,
-        })
+        self.admit_source(source, true)
     }
 
     /// Admits a connection from a trusted load balancer at `proxy` while it
@@ -147,12 +120,36 @@ impl Limits {
     /// balancer shares that address, and each is charged on its own address
     /// once the header names it.
     pub fn admit_proxy(self: &Arc<Self>, proxy: IpAddr) -> Result<HandshakeSlot, LimitExceeded> {
-        let source = source_key(proxy, self.config.ipv6_source_prefix);
+        self.admit_source(proxy, false)
+    }
+
+    /// Takes one of `address`'s concurrent handshakes, and one token of its
+    /// rate when `spend_rate` is set.
+    fn admit_source(
+        self: &Arc<Self>,
+        address: IpAddr,
+        spend_rate: bool,
+    ) -> Result<HandshakeSlot, LimitExceeded> {
+        let source = source_key(address, self.config.ipv6_source_prefix);
+        let now = Instant::now();
         let mut state = self.sources.entry(source).or_insert_with(|| SourceState {
             handshakes: 0,
             tokens: self.burst(),
-            refilled: Instant::now(),
+            refilled: now,
         });
+        if let Some(rate) = self
+            .config
+            .max_connection_rate_per_source
+            .filter(|_| spend_rate)
+        {
+            let elapsed = now.duration_since(state.refilled).as_secs_f64();
+            state.tokens = (state.tokens + elapsed * f64::from(rate)).min(self.burst());
+            state.refilled = now;
+            if state.tokens < 1.0 {
+                return Err(LimitExceeded::SourceRate);
+            }
+            state.tokens -= 1.0;
+        }
         if self
             .config
             .max_handshakes_per_source

@@ -25,8 +25,9 @@ pub mod wire;
 
 pub use certs::{root_store_from_pem, LeafFiles, TestPki};
 pub use postgres::{
-    free_port, pg_bin, psql, rustls_client_config, tenant_conninfo, tokio_pg_config,
-    tokio_pg_connect, wait_for_running_query, PgCluster, PG_PASSWORD, PG_USER,
+    free_port, interrupt_psql, pg_bin, psql, rustls_client_config, start_sleeping_psql,
+    tenant_conninfo, tokio_pg_config, tokio_pg_connect, wait_for_running_query, PgCluster,
+    PG_PASSWORD, PG_USER,
 };
 
 /// Small OS helpers (effective uid, the `postgres` user's ids) that avoid a

@@ -815,3 +815,41 @@ pub fn wait_for_running_query(cluster: &PgCluster, needle: &str) -> i32 {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Starts psql running `SELECT pg_sleep(30)` through `conninfo` and waits
+/// until `cluster` runs it: the psql process, and the query's backend pid.
+pub fn start_sleeping_psql(conninfo: &str, cluster: &PgCluster) -> (Child, i32) {
+    let sleeper = Command::new("psql")
+        .args(["-X", "-c", "SELECT pg_sleep(30)", "-d", conninfo])
+        .env("PGPASSWORD", PG_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start psql");
+    let pid = wait_for_running_query(cluster, "pg_sleep(30)");
+    (sleeper, pid)
+}
+
+/// Presses Ctrl-C in `psql` (SIGINT: it sends a plaintext CancelRequest)
+/// and waits up to 5 s for it to exit: its status, its stderr, and how
+/// long the cancel took.
+pub fn interrupt_psql(mut psql: Child) -> (std::process::ExitStatus, String, Duration) {
+    let interrupted = Instant::now();
+    signal(psql.id(), "INT");
+    let exit = loop {
+        if let Some(exit) = psql.try_wait().expect("poll psql") {
+            break exit;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(5),
+            "psql still running after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = interrupted.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = psql.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read psql's stderr");
+    }
+    (exit, stderr, took)
+}

@@ -133,6 +133,20 @@ pub async fn connect_from(broker: &Broker, source: [u8; 4]) -> TcpStream {
     socket.connect(broker.addr()).await.unwrap()
 }
 
+/// Begins TLS on `stream`: `opening` (a PROXY header, or nothing), an
+/// SSLRequest, the broker's `S`, then `hello`. Returns the stream, its
+/// session under way.
+pub async fn begin_tls(mut stream: TcpStream, opening: &[u8], hello: &[u8]) -> TcpStream {
+    let mut bytes = opening.to_vec();
+    bytes.extend_from_slice(&SSL_REQUEST);
+    stream.write_all(&bytes).await.unwrap();
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    stream.write_all(hello).await.unwrap();
+    stream
+}
+
 /// Everything the broker sends until it closes (within 10 s).
 pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
