@@ -3,10 +3,14 @@
 //! (routes loaded, listening, not draining).
 //!
 //! Scrapers send one short request per connection; anything else gets a
-//! short error. Every connection is bounded: a request head of
-//! [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`], and a response
-//! written within [`WRITE_TIMEOUT`]. A slow or hostile client therefore costs
-//! one small task for a bounded time.
+//! short error. Every connection is bounded: at most [`MAX_CONNECTIONS`] at
+//! once (the next ones are answered 503 and closed without waiting), a
+//! request head of [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`],
+//! and a response written within [`WRITE_TIMEOUT`]. A slow or hostile client
+//! therefore costs one small task for a bounded time, and many of them cannot
+//! exhaust the process's descriptors; they can still crowd out scrapers while
+//! they hold the slots, which is why the endpoint belongs on an internal
+//! address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +18,16 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::debug;
 
+/// Connections served at once; further ones are refused until one ends.
+/// A Prometheus server or two and the orchestrator's probes need a handful
+/// at a time, so 64 leaves room for many scrapers while bounding what a
+/// flood of connections holds: a task, a descriptor, a head buffer and a
+/// rendered body each.
+pub const MAX_CONNECTIONS: usize = 64;
 /// Request heads larger than this are refused. A scraper's head is a few
 /// hundred bytes; this is the limit most HTTP servers use.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -28,6 +39,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// default scrape timeout: a scraper still waiting after it has given up.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a connection over [`MAX_CONNECTIONS`] is sent, without waiting for
+/// its request, before it is closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\ntoo many clients\n";
+
 /// What the endpoint asks the broker when a request comes.
 #[derive(Clone)]
 pub struct Probes {
@@ -38,16 +53,32 @@ pub struct Probes {
 }
 
 /// Serves the endpoint on `listener` until the task is dropped.
+///
+/// Connections beyond [`MAX_CONNECTIONS`] are sent a fixed 503 without
+/// waiting for their request, closed, and counted in
+/// [`METRICS_CONNECTIONS_REFUSED_TOTAL`](super::METRICS_CONNECTIONS_REFUSED_TOTAL).
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probes: Probes) {
+    // Registered at zero, so that a rate over it is defined before the first
+    // refusal.
+    ::metrics::counter!(super::METRICS_CONNECTIONS_REFUSED_TOTAL).increment(0);
+    // One permit per connection served; a task holds its permit until its
+    // connection is closed.
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    refuse(&stream);
+                    debug!(%peer, "metrics connection refused: too many clients");
+                    continue;
+                };
                 let handle = handle.clone();
                 let probes = probes.clone();
                 tokio::spawn(async move {
                     if let Err(error) = respond(stream, &handle, &probes).await {
                         debug!(%peer, %error, "metrics request failed");
                     }
+                    drop(slot);
                 });
             }
             Err(error) => {
@@ -56,6 +87,22 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, probes: Prob
             }
         }
     }
+}
+
+/// Sends [`REFUSAL`] if the socket takes it at once, and counts the refusal;
+/// the caller then drops (closes) the stream. Nothing waits, so refusing
+/// costs the accept loop little more than accepting.
+fn refuse(stream: &TcpStream) {
+    ::metrics::counter!(super::METRICS_CONNECTIONS_REFUSED_TOTAL).increment(1);
+    // Whatever request has already arrived is taken off the socket, without
+    // waiting for more and without parsing it: closing a socket with unread
+    // bytes resets the connection, and the reset would hide the 503 from a
+    // scraper whose request came with its connection.
+    let mut discard = [0u8; 1024];
+    let _ = stream.try_read(&mut discard);
+    // A fresh socket's send buffer holds this easily; if it does not, the
+    // client is closed without an answer, which tells it the same.
+    let _ = stream.try_write(REFUSAL);
 }
 
 /// Binds the endpoint's listener.
@@ -165,9 +212,14 @@ mod tests {
 
     use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
     use tokio::time::Instant;
 
-    use super::{read_head, request_target, respond, Probes, MAX_REQUEST_HEAD, WRITE_TIMEOUT};
+    use super::{
+        bind, read_head, request_target, respond, serve, Probes, MAX_CONNECTIONS, MAX_REQUEST_HEAD,
+        REFUSAL, REQUEST_TIMEOUT, WRITE_TIMEOUT,
+    };
+    use crate::metrics::METRICS_CONNECTIONS_REFUSED_TOTAL;
 
     /// Probes of a broker that is always ready.
     fn probes() -> Probes {
@@ -182,6 +234,32 @@ mod tests {
         PrometheusBuilder::new().build_recorder().handle()
     }
 
+    /// The refusals counted so far by the process-wide recorder.
+    fn refused(handle: &PrometheusHandle) -> f64 {
+        handle
+            .render()
+            .lines()
+            .find_map(|line| {
+                let value = line.strip_prefix(METRICS_CONNECTIONS_REFUSED_TOTAL)?;
+                value.trim().parse().ok()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Everything the endpoint answers to `request` on a new connection.
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the endpoint");
+        stream.write_all(request).await.expect("send the request");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .expect("read the answer");
+        answer
+    }
+
     #[test]
     fn parses_request_line() {
         assert_eq!(
@@ -190,6 +268,81 @@ mod tests {
         );
         assert_eq!(request_target(b"garbage"), None);
         assert_eq!(request_target(b"GET /metrics SPDY\r\n"), None);
+    }
+
+    #[test]
+    fn refusal_is_well_formed() {
+        let text = std::str::from_utf8(REFUSAL).expect("the refusal is ASCII");
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .expect("the refusal has a blank line");
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
+    }
+
+    /// An attacker holding every slot with idle connections gets the next
+    /// ones refused at once and counted; the idle ones are closed at the
+    /// request timeout, and then a scrape is served again.
+    #[tokio::test(start_paused = true)]
+    async fn connections_over_the_cap_are_refused_and_idle_ones_closed() {
+        let handle = crate::metrics::install();
+        let listener = bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("bind on loopback");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let server = tokio::spawn(serve(listener, handle.clone(), probes()));
+        let start = Instant::now();
+
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.expect("connect idle"));
+        }
+        let before = refused(&handle);
+        for _ in 0..3 {
+            let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+            assert!(
+                answer.starts_with(b"HTTP/1.1 503 "),
+                "over the cap: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let mut silent = TcpStream::connect(addr).await.expect("connect one more");
+        let mut answer = Vec::new();
+        silent
+            .read_to_end(&mut answer)
+            .await
+            .expect("a silent client over the cap is closed, not reset");
+        assert!(answer.starts_with(b"HTTP/1.1 503 "));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "refused at once, not after {:?}",
+            start.elapsed()
+        );
+        assert!(refused(&handle) - before >= 4.0, "{}", handle.render());
+
+        for mut stream in idle {
+            let mut byte = [0u8; 1];
+            let n = stream
+                .read(&mut byte)
+                .await
+                .expect("an idle connection is closed, not reset");
+            assert_eq!(n, 0, "an idle connection gets no answer");
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited >= REQUEST_TIMEOUT && waited < REQUEST_TIMEOUT + Duration::from_secs(1),
+            "idle connections closed after {waited:?}"
+        );
+
+        let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200 "),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        server.abort();
     }
 
     /// A client that sends its request and never reads the answer loses the
