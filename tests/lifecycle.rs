@@ -73,6 +73,43 @@ fn health_probes() {
     assert!(broker.http_get("/nothing").starts_with("HTTP/1.1 404"));
 }
 
+/// An attacker holding every slot of the metrics endpoint with idle
+/// connections gets the next one turned away at once and counted, not left
+/// waiting; once the idle ones go, scrapes are served again.
+#[test]
+fn metrics_connections_over_the_cap_are_refused_at_once_and_counted() {
+    use pgsni::metrics::{endpoint::MAX_CONNECTIONS, METRICS_CONNECTIONS_REFUSED_TOTAL};
+    let broker = Broker::start("");
+    let addr = ("127.0.0.1", broker.metrics_port);
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).expect("connect an idle client"))
+        .collect();
+
+    let start = Instant::now();
+    let mut excess = TcpStream::connect(addr).expect("connect one more");
+    excess
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("set a read timeout");
+    let mut answer = String::new();
+    excess
+        .read_to_string(&mut answer)
+        .expect("the connection over the cap is closed at once");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !broker.http_get("/healthz").starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "scrapes not served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(broker.metric(METRICS_CONNECTIONS_REFUSED_TOTAL) >= 1.0);
+}
+
 /// Polls until `series` is exactly `value`, or panics after `within`.
 fn wait_for_exact(broker: &Broker, series: &str, value: f64, within: Duration) {
     let deadline = Instant::now() + within;

@@ -34,6 +34,10 @@ pub const ACCEPT_ERRORS_TOTAL: &str = "pgsni_accept_errors_total";
 /// found a change, by result (label `result`).
 pub const CERTIFICATE_RELOADS_TOTAL: &str = "pgsni_certificate_reloads_total";
 
+/// Connections to the metrics endpoint closed at once because it already
+/// served as many as it allows.
+pub const METRICS_CONNECTIONS_REFUSED_TOTAL: &str = "pgsni_metrics_connections_refused_total";
+
 /// Client connections the broker holds, whether in start-up or forwarding;
 /// sampled at each scrape.
 pub const OPEN_CONNECTIONS: &str = "pgsni_open_connections";
@@ -166,5 +170,9 @@ fn describe() {
     describe_counter!(
         CERTIFICATE_RELOADS_TOTAL,
         "Changed certificate, key or backend CA files of terminated routes re-read, by result (ok, error)"
+    );
+    describe_counter!(
+        METRICS_CONNECTIONS_REFUSED_TOTAL,
+        "Connections to the metrics endpoint closed at once because it was at its connection limit"
     );
 }
