@@ -18,3 +18,10 @@ fi
 export PGSNI_REQUIRE_KERNEL_PATH=1
 
 cargo test "$@"
+
+# The attacker's-side tests once more against the release binary, the one
+# that faces the internet (without arguments only: a filtered run is
+# someone's quick check).
+if [ "$#" -eq 0 ]; then
+    cargo test --release --test edge_trust
+fi
