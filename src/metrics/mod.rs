@@ -34,6 +34,10 @@ pub const ACCEPT_ERRORS_TOTAL: &str = "pgsni_accept_errors_total";
 /// found a change, by result (label `result`).
 pub const CERTIFICATE_RELOADS_TOTAL: &str = "pgsni_certificate_reloads_total";
 
+/// Lookups of backend host names, by result (label `result`: `ok`,
+/// `not_found`, `error`), cached answers included.
+pub const DNS_LOOKUPS_TOTAL: &str = "pgsni_dns_lookups_total";
+
 /// Client connections the broker holds, whether in start-up or forwarding;
 /// sampled at each scrape.
 pub const OPEN_CONNECTIONS: &str = "pgsni_open_connections";
@@ -166,5 +170,9 @@ fn describe() {
     describe_counter!(
         CERTIFICATE_RELOADS_TOTAL,
         "Changed certificate, key or backend CA files of terminated routes re-read, by result (ok, error)"
+    );
+    describe_counter!(
+        DNS_LOOKUPS_TOTAL,
+        "Lookups of backend host names, cached answers included, by result (ok, not_found, error)"
     );
 }

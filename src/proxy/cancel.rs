@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::metrics::CANCEL_REQUESTS_TOTAL;
+use crate::net::Networks;
 use crate::wire::proxy_header;
 
 /// Default for the most backends one CancelRequest is forwarded to.
@@ -85,6 +86,10 @@ struct AddressState {
 pub struct CancelRegistry {
     addresses: DashMap<IpAddr, AddressState>,
     max_targets: usize,
+    /// `--backend-networks`: cancels go only to addresses inside (empty:
+    /// anywhere). Targets are addresses sessions already reached, so this
+    /// only guards the invariant that every backend connection is checked.
+    backend_networks: Networks,
 }
 
 impl CancelRegistry {
@@ -94,7 +99,14 @@ impl CancelRegistry {
         Self {
             addresses: DashMap::new(),
             max_targets,
+            backend_networks: Networks::none(),
         }
+    }
+
+    /// Sends cancels only to TCP backends inside `networks` (unless empty).
+    pub fn with_backend_networks(mut self, networks: Networks) -> Self {
+        self.backend_networks = networks;
+        self
     }
 
     /// Records a live session from `client` to `backend`; the session is
@@ -152,6 +164,13 @@ impl CancelRegistry {
             Ok(targets) => {
                 let mut delivered = 0;
                 for target in targets {
+                    if let CancelTarget::Tcp { addr, .. } = &target {
+                        let networks = &self.backend_networks;
+                        if !networks.is_empty() && !networks.contains(addr.ip()) {
+                            debug!(?target, "cancel not sent outside --backend-networks");
+                            continue;
+                        }
+                    }
                     let attempt = tokio::time::timeout(timeout, deliver(client, &target, request));
                     match attempt.await {
                         Ok(Ok(())) => delivered += 1,
