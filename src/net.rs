@@ -146,7 +146,13 @@ mod tests {
 
     #[test]
     fn typos_are_refused() {
-        for bad in ["10.0.0.1/8", "10.0.0.0/33", "example.com", "10.0.0/8", "::1/129"] {
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "example.com",
+            "10.0.0/8",
+            "::1/129",
+        ] {
             assert!(bad.parse::<Networks>().is_err(), "{bad}");
         }
         assert!("".parse::<Networks>().unwrap().is_empty());
