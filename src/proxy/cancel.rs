@@ -347,6 +347,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_cancel_leaves_the_backend_networks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = listener.local_addr().unwrap();
+        let registry = Arc::new(
+            CancelRegistry::new(DEFAULT_MAX_TARGETS)
+                .with_backend_networks("10.0.0.0/8".parse().unwrap()),
+        );
+        let _session = registry.register(ip(1), target(backend));
+        let result = registry
+            .forward(from(1), &CANCEL, Duration::from_secs(2))
+            .await;
+        assert_eq!(result, CancelResult::Failed);
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a cancel reached a backend outside");
+    }
+
+    #[tokio::test]
     async fn at_most_max_targets_and_rate_limited() {
         let registry = Arc::new(CancelRegistry::new(2));
         let mut sessions = Vec::new();
