@@ -232,6 +232,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lookups_in_flight_are_bounded() {
+        // A server that never answers: every lookup holds its permit until
+        // it times out.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let resolver = Arc::new(resolver_for(silent.local_addr().unwrap()));
+        let mut lookups = tokio::task::JoinSet::new();
+        for i in 0..MAX_CONCURRENT_LOOKUPS + 10 {
+            let resolver = resolver.clone();
+            lookups.spawn(async move { resolver.lookup(&format!("n{i}.pgsni.test.")).await });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(resolver.permits.available_permits(), 0);
+        let mut buf = [0u8; 512];
+        let mut names = std::collections::HashSet::new();
+        while let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_millis(100), silent.recv_from(&mut buf)).await
+        {
+            names.insert(buf[12..len].to_vec());
+        }
+        // Each name is asked once per address family; names beyond the
+        // bound wait for a permit instead.
+        assert!(
+            names.len() <= 2 * MAX_CONCURRENT_LOOKUPS,
+            "{} questions in flight",
+            names.len()
+        );
+        lookups.abort_all();
+    }
+
+    #[tokio::test]
     async fn hosts_and_localhost_need_no_server() {
         // No server at all: what a container without resolv.conf has.
         let resolver = Resolver::with_config(
