@@ -101,8 +101,9 @@ fn templates_whose_host_the_client_chooses_are_refused() {
 }
 
 /// A template with a fixed part after the label can still expand to an IP
-/// address (`{1}.0.0.1` with `127`, `0x7f` or `0177`, all 127.0.0.1 to
-/// getaddrinfo): such an expansion is refused before anything is dialled.
+/// address (`{1}.0.0.1` with `127`, `0x7f` or `0177`, `{1}.1` with `127`:
+/// all 127.0.0.1 to getaddrinfo): such an expansion is refused before
+/// anything is dialled.
 #[test]
 fn labels_that_spell_an_address_reach_nothing() {
     let pki = TestPki::new();
@@ -110,6 +111,8 @@ fn labels_that_spell_an_address_reach_nothing() {
     let port = cluster.port();
     let routes = [
         wildcard_route(&format!("{{1}}.0.0.1:{port}")),
+        // Shortened: `127.1` is 127.0.0.1.
+        format!("[[route]]\nserver_name = \"*.short.test\"\nbackends = [\"{{1}}.1:{port}\"]\n\n"),
         routes_toml(&[("fixed.test", &format!("127.0.0.1:{port}"))]),
     ]
     .concat();
@@ -118,10 +121,16 @@ fn labels_that_spell_an_address_reach_nothing() {
     assert_eq!(reaches(&broker, pki.ca_path(), "fixed.test"), "spelled");
 
     let before = connections(&cluster);
-    let spelled = ["127", "0x7f", "0177"];
-    for label in spelled {
-        let stderr = refused(&broker, pki.ca_path(), &format!("{label}.{WILD}"));
-        println!("--- psql, {label}.{WILD}:\n{}", stderr.trim_end());
+    let spelled = [
+        format!("127.{WILD}"),
+        format!("0x7f.{WILD}"),
+        format!("0177.{WILD}"),
+        "127.short.test".to_owned(),
+        "0x7f.short.test".to_owned(),
+    ];
+    for name in &spelled {
+        let stderr = refused(&broker, pki.ca_path(), name);
+        println!("--- psql, {name}:\n{}", stderr.trim_end());
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
