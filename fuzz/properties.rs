@@ -635,7 +635,13 @@ pub fn route_lookup(data: &[u8]) {
         Pattern::Exact(_) => format!("exact-{index}.backend:5432"),
         Pattern::Wildcard { .. } => format!("{}.w-{index}.backend:5432", name.first_label()),
     });
-    let resolved = table.lookup(&name).map(|resolved| resolved.backends);
+    let resolved = table.lookup(&name).map(|resolved| {
+        resolved
+            .backends
+            .iter()
+            .map(|backend| backend.as_str().to_owned())
+            .collect::<Vec<_>>()
+    });
     assert_eq!(resolved, expected.map(|address| vec![address]));
 }
 
@@ -677,6 +683,7 @@ fn check_lookup(table: &RouteTable, name: &HostName) {
         "route for {name}"
     );
     for address in resolved.iter().flat_map(|resolved| &resolved.backends) {
+        let address = address.as_str();
         // A terminated route's unix socket: an absolute path that fits a
         // socket address, whatever label a wildcard captured.
         if let Some(path) = address.strip_prefix("unix:") {

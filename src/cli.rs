@@ -12,9 +12,11 @@ use tracing::info;
 
 use crate::net::Networks;
 use crate::proxy::cancel::CancelRegistry;
+use crate::proxy::dial::Dialer;
 use crate::proxy::fallback::Fallback;
 use crate::proxy::lifecycle::Lifecycle;
 use crate::proxy::limits::{LimitConfig, Limits};
+use crate::proxy::resolve::Resolver;
 use crate::proxy::sockmap::Sockmap;
 use crate::proxy::terminate::identity::{self, IdentityStore};
 use crate::proxy::terminate::StartupRouting;
@@ -102,6 +104,14 @@ pub struct ServeArgs {
     /// Bound on each backend attempt (TCP connect and its answer to SSLRequest).
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    /// Networks backends may be in (`CIDR[,CIDR…]`, repeatable): every
+    /// backend connection (fixed or templated, passthrough or terminated,
+    /// and plaintext cancels) is checked against the address it resolved
+    /// to, and refused outside them. Defence in depth for wildcard routes.
+    /// Unix-socket backends are not affected. Default: any address.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    pub backend_networks: Vec<crate::net::Networks>,
 
     /// How often the routes file is re-read even without a change event.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -439,6 +449,20 @@ pub async fn serve(
     tasks.spawn(watcher::watch(reloader, args.reload_interval));
     tasks.spawn(identity::watch(identities.clone(), args.reload_interval));
 
+    let backend_networks =
+        args.backend_networks
+            .iter()
+            .fold(crate::net::Networks::none(), |mut all, networks| {
+                all.extend(networks);
+                all
+            });
+    if !backend_networks.is_empty() {
+        info!(networks = %backend_networks, "backends restricted to --backend-networks");
+    }
+    let dialer = Arc::new(Dialer::new(
+        Resolver::from_system(),
+        backend_networks.clone(),
+    ));
     let context = Context {
         routes: table,
         timeouts: Timeouts {
@@ -446,10 +470,10 @@ pub async fn serve(
             connect: args.connect_timeout,
             proxy_header: args.proxy_header_timeout,
         },
-        cancels: Arc::new(CancelRegistry::new(
-            args.cancel_max_targets,
-            args.ipv6_source_prefix,
-        )),
+        cancels: Arc::new(
+            CancelRegistry::new(args.cancel_max_targets, args.ipv6_source_prefix)
+                .with_backend_networks(backend_networks),
+        ),
         proxy_protocol: args.proxy_protocol,
         trusted_proxies: Networks::none(),
         sockets: SocketOptions {
@@ -464,6 +488,7 @@ pub async fn serve(
             database_separator: args.database_route_separator.clone(),
         },
         sockmap: args.kernel_forwarding.then(load_sockmap).flatten(),
+        dialer,
     };
     let mut accepting = tokio::task::JoinSet::new();
     for (spec, (proxy_protocol, trusted_proxies)) in args.listen.iter().zip(trust) {

@@ -621,13 +621,13 @@ async fn hostile_server_names_never_become_addresses() {
     let mut backend = FakeBackend::start(b'S', Vec::new()).await;
     let port = backend.address.rsplit_once(':').unwrap().1.to_owned();
     // The template could be abused if the captured label were not checked:
-    // "{1}" lands in the middle of an address.
+    // "{1}" lands in the middle of an address. (`*.localhost` is loopback.)
     let label = "a".repeat(63);
     let tail = format!("{label}.{label}.{label}.example.org");
     let long_name = format!("{}.{tail}", "b".repeat(253 - tail.len() - 1));
     assert_eq!(long_name.len(), 253);
     let routes = format!(
-        "[[route]]\nserver_name = \"*.example.com\"\nbackends = [\"127.0.0.{{1}}:{port}\"]\n\n\
+        "[[route]]\nserver_name = \"*.example.com\"\nbackends = [\"{{1}}.localhost:{port}\"]\n\n\
          [[route]]\nserver_name = \"{long_name}\"\nbackends = [\"{}\"]\n",
         backend.address
     );

@@ -38,6 +38,10 @@ pub const CERTIFICATE_RELOADS_TOTAL: &str = "pgsni_certificate_reloads_total";
 /// served as many as it allows.
 pub const METRICS_CONNECTIONS_REFUSED_TOTAL: &str = "pgsni_metrics_connections_refused_total";
 
+/// Lookups of backend host names, by result (label `result`: `ok`,
+/// `not_found`, `error`), cached answers included.
+pub const DNS_LOOKUPS_TOTAL: &str = "pgsni_dns_lookups_total";
+
 /// Client connections the broker holds, whether in start-up or forwarding;
 /// sampled at each scrape.
 pub const OPEN_CONNECTIONS: &str = "pgsni_open_connections";
@@ -164,7 +168,7 @@ fn describe() {
     describe_gauge!(ROUTES, "Routes in the routing table in force");
     describe_counter!(
         CANCEL_REQUESTS_TOTAL,
-        "Plaintext CancelRequests by result (forwarded, no_session, rate_limited, failed)"
+        "Plaintext CancelRequests by result (forwarded, truncated, no_session, rate_limited, failed)"
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, "Errors from accept(2), by kind");
     describe_counter!(
@@ -174,5 +178,9 @@ fn describe() {
     describe_counter!(
         METRICS_CONNECTIONS_REFUSED_TOTAL,
         "Connections to the metrics endpoint closed at once because it was at its connection limit"
+    );
+    describe_counter!(
+        DNS_LOOKUPS_TOTAL,
+        "Lookups of backend host names, cached answers included, by result (ok, not_found, error)"
     );
 }

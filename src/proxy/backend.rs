@@ -13,15 +13,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use super::dial::{DialError, Dialer};
 use super::SocketOptions;
+use crate::routing::table::Backend;
 use crate::wire::reply;
 
 /// Why one backend attempt failed.
 #[derive(Debug, Error)]
 pub enum AttemptError {
-    /// TCP connect (or name resolution) failed.
+    /// TCP connect failed.
     #[error("connect failed: {0}")]
     Connect(#[source] io::Error),
+    /// Policy refused the address, its name did not resolve, or no address
+    /// accepted the connection.
+    #[error(transparent)]
+    Dial(#[from] DialError),
     /// Writing the SSLRequest or reading the answer failed.
     #[error("SSLRequest exchange failed: {0}")]
     Exchange(#[source] io::Error),
@@ -39,35 +45,68 @@ pub enum AttemptError {
     TimedOut(Duration),
 }
 
+impl AttemptError {
+    /// Whether policy refused the backend (see [`crate::proxy::dial`]).
+    pub fn is_not_allowed(&self) -> bool {
+        matches!(self, Self::Dial(DialError::NotAllowed(_)))
+    }
+}
+
+/// Why no backend of a route was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreached {
+    /// Policy refused at least one backend, and no other was reached: the
+    /// `backend_not_allowed` outcome.
+    NotAllowed,
+    /// Every backend was tried and failed.
+    Unavailable,
+}
+
+impl Unreached {
+    /// Folds one failed attempt into what is said of the whole route.
+    pub fn with(self, not_allowed: bool) -> Self {
+        if not_allowed {
+            Self::NotAllowed
+        } else {
+            self
+        }
+    }
+}
+
 /// Tries `addresses` in order; returns the first backend that agreed to TLS,
-/// with its address, or `None` when every attempt failed (each is logged).
+/// with its address, or why none did (each failure is logged).
 /// `proxy_header`, when given, is sent first on every connection.
 pub async fn connect_first<'a>(
-    addresses: &'a [String],
+    addresses: &'a [Backend],
+    dialer: &Dialer,
     timeout: Duration,
     proxy_header: Option<&[u8]>,
     options: &SocketOptions,
-) -> Option<(TcpStream, &'a str)> {
+) -> Result<(TcpStream, &'a Backend), Unreached> {
+    let mut unreached = Unreached::Unavailable;
     for address in addresses {
-        let attempt = tokio::time::timeout(timeout, attempt(address, proxy_header, options)).await;
+        let attempt = attempt(address, dialer, proxy_header, options);
+        let attempt = tokio::time::timeout(timeout, attempt).await;
         match attempt.unwrap_or(Err(AttemptError::TimedOut(timeout))) {
-            Ok(stream) => return Some((stream, address)),
-            Err(error) => warn!(backend = %address, %error, "backend attempt failed"),
+            Ok(stream) => return Ok((stream, address)),
+            Err(error) => {
+                warn!(backend = %address, %error, "backend attempt failed");
+                unreached = unreached.with(error.is_not_allowed());
+            }
         }
     }
-    None
+    Err(unreached)
 }
 
 /// Connects to one backend and completes its SSLRequest exchange, after the
 /// PROXY header if one is given.
 pub async fn attempt(
-    address: &str,
+    address: &Backend,
+    dialer: &Dialer,
     proxy_header: Option<&[u8]>,
     options: &SocketOptions,
 ) -> Result<TcpStream, AttemptError> {
-    let mut stream = TcpStream::connect(address)
-        .await
-        .map_err(AttemptError::Connect)?;
+    let mut stream = dialer.connect(address).await?;
     options.apply(&stream).map_err(AttemptError::Connect)?;
     let mut opening = proxy_header.unwrap_or_default().to_vec();
     opening.extend_from_slice(&reply::ssl_request());

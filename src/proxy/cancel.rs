@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::metrics::CANCEL_REQUESTS_TOTAL;
-use crate::net::source_key;
+use crate::net::{source_key, Networks};
 use crate::wire::proxy_header;
 
 /// Default for the most backends one CancelRequest is forwarded to.
@@ -111,6 +111,10 @@ pub struct CancelRegistry {
     ipv6_source_prefix: u8,
     /// Registrations so far: orders sessions by start.
     registered: AtomicU64,
+    /// `--backend-networks`: cancels go only to addresses inside (empty:
+    /// anywhere). Targets are addresses sessions already reached, so this
+    /// only guards the invariant that every backend connection is checked.
+    backend_networks: Networks,
 }
 
 /// The backends one cancel goes to.
@@ -131,7 +135,14 @@ impl CancelRegistry {
             max_targets,
             ipv6_source_prefix,
             registered: AtomicU64::new(0),
+            backend_networks: Networks::none(),
         }
+    }
+
+    /// Sends cancels only to TCP backends inside `networks` (unless empty).
+    pub fn with_backend_networks(mut self, networks: Networks) -> Self {
+        self.backend_networks = networks;
+        self
     }
 
     fn key(&self, client: IpAddr) -> IpAddr {
@@ -209,6 +220,13 @@ impl CancelRegistry {
             }) => {
                 let mut delivered = 0;
                 for target in backends {
+                    if let CancelTarget::Tcp { addr, .. } = &target {
+                        let networks = &self.backend_networks;
+                        if !networks.is_empty() && !networks.contains(addr.ip()) {
+                            debug!(?target, "cancel not sent outside --backend-networks");
+                            continue;
+                        }
+                    }
                     let attempt = tokio::time::timeout(timeout, deliver(client, &target, request));
                     match attempt.await {
                         Ok(Ok(())) => delivered += 1,
@@ -385,6 +403,23 @@ mod tests {
         let mut received = Vec::new();
         stream.read_to_end(&mut received).await.unwrap();
         assert_eq!(received, CANCEL);
+    }
+
+    #[tokio::test]
+    async fn no_cancel_leaves_the_backend_networks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = listener.local_addr().unwrap();
+        let registry = Arc::new(
+            CancelRegistry::new(DEFAULT_MAX_TARGETS, 64)
+                .with_backend_networks("10.0.0.0/8".parse().unwrap()),
+        );
+        let _session = registry.register(ip(1), target(backend));
+        let result = registry
+            .forward(from(1), &CANCEL, Duration::from_secs(2))
+            .await;
+        assert_eq!(result, CancelResult::Failed);
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a cancel reached a backend outside");
     }
 
     #[tokio::test]

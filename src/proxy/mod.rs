@@ -4,6 +4,9 @@
 //! - [`session`]: one connection's state machine: negotiate, read the
 //!   ClientHello, route, connect the backend, forward.
 //! - [`backend`]: connecting to a tenant and doing its SSLRequest exchange.
+//! - [`dial`]: where backends may be (IP addresses a client spelled,
+//!   `--backend-networks`), and connecting to them.
+//! - [`resolve`]: backend host names, resolved asynchronously and cached.
 //! - [`cancel`]: forwarding plaintext CancelRequests by client address.
 //! - [`fallback`]: refusals a person can read, in the broker's own TLS.
 //! - [`forward`]: copying the encrypted bytes in both directions.
@@ -16,6 +19,7 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod dial;
 pub mod fallback;
 pub mod forward;
 pub mod lifecycle;
@@ -23,6 +27,7 @@ pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod outcome;
+pub mod resolve;
 pub mod session;
 pub mod sockmap;
 pub mod terminate;
@@ -153,4 +158,6 @@ pub struct Context {
     /// How a client without a server name may name its route in its
     /// StartupMessage (with `fallback` only).
     pub startup_routing: terminate::StartupRouting,
+    /// Resolves backend names and decides which addresses may be dialled.
+    pub dialer: Arc<dial::Dialer>,
 }

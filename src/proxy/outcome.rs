@@ -30,6 +30,9 @@ pub enum Outcome {
     UnknownServerName,
     /// No backend of the route could be reached or agreed to TLS.
     BackendUnavailable,
+    /// A backend's address was refused by policy: an IP address spelled by
+    /// the client's server name, or outside `--backend-networks`.
+    BackendNotAllowed,
     /// The TLS handshake with the route's own certificate (a terminated
     /// route, or the broker's certificate for a client without a server
     /// name) failed: the client refused the certificate, or went away.
@@ -87,6 +90,7 @@ impl Outcome {
             Self::InvalidServerName => "invalid_server_name",
             Self::UnknownServerName => "unknown_server_name",
             Self::BackendUnavailable => "backend_unavailable",
+            Self::BackendNotAllowed => "backend_not_allowed",
             Self::TlsHandshakeFailed => "tls_handshake_failed",
             Self::ServerNameRequired => "server_name_required",
             Self::HandshakeTimeout => "handshake_timeout",

@@ -566,17 +566,21 @@ async fn start_up(
     let proxy_header = resolved
         .proxy_protocol
         .then(|| proxy_header::encode_v2(peer, destination));
-    let Some((backend, address)) = backend::connect_first(
+    let (backend, address) = backend::connect_first(
         &resolved.backends,
+        &context.dialer,
         context.timeouts.connect,
         proxy_header.as_deref(),
         &context.sockets,
     )
     .await
-    else {
+    .map_err(|unreached| {
         warn!("no backend available");
-        return Err(backend_unavailable(&resolved.route));
-    };
+        match unreached {
+            backend::Unreached::NotAllowed => backend_not_allowed(&resolved.route),
+            backend::Unreached::Unavailable => backend_unavailable(&resolved.route),
+        }
+    })?;
     debug!(backend = %address, ?negotiation, "routed");
     let backend_addr = backend.peer_addr().map_err(|error| {
         warn!(backend = %address, %error, "backend connection lost");
@@ -685,6 +689,19 @@ async fn read_proxy_header(
 fn backend_unavailable(route: &str) -> Exit {
     Exit::new(
         Outcome::BackendUnavailable,
+        Reply::Tls(
+            AlertDescription::InternalError,
+            Refusal::backend_unavailable(route),
+        ),
+    )
+}
+
+/// A backend of `route` was refused by policy (see [`super::dial`]), and no
+/// other was reached. The client hears only that no backend is available:
+/// where backends may be is not its business.
+fn backend_not_allowed(route: &str) -> Exit {
+    Exit::new(
+        Outcome::BackendNotAllowed,
         Reply::Tls(
             AlertDescription::InternalError,
             Refusal::backend_unavailable(route),

@@ -402,6 +402,20 @@ backends = ["{1}-rw.{1}.svc.cluster.local:5432"]
     }
 
     #[test]
+    fn templates_whose_host_the_client_chooses_name_their_line() {
+        for template in ["{1}", "{1}:5432", "db-{1}:5432"] {
+            let error = error_of(&format!(
+                "[[route]]\nserver_name = \"*.wild.example.com\"\n\nbackends = [\"{template}\"]\n"
+            ));
+            assert_eq!(error.line, Some(4), "{error}");
+        }
+        let error = error_of(
+            "[[route]]\nserver_name = \"*.wild.example.com\"\nbackends = [\"{1}:5432\"]\n",
+        );
+        assert!(error.reason.contains("fixed domain"), "{error}");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let error = error_of(
             "[[route]]\nserver_name = \"ok.example.com\"\nbackends = [\"127.0.0.1:1\"]\n\n\

@@ -3,6 +3,8 @@
 //! - [`table`]: the immutable [`RouteTable`] and its O(1) lookup.
 //! - [`file`](mod@file): the TOML routes file, parsed and validated into a table, with
 //!   errors that name the file, the line and the reason.
+//! - [`literal`]: which hosts are IP addresses in disguise (`127.1`,
+//!   `0x7f000001`), so that a captured label cannot form one.
 //! - [`watcher`]: re-reads the file when it changes (or on SIGHUP, or now and
 //!   then as a backstop) and swaps the whole table atomically.
 //!
@@ -10,6 +12,7 @@
 //! never touches a session that has already routed.
 
 pub mod file;
+pub mod literal;
 pub mod table;
 pub mod watcher;
 

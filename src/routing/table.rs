@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::literal;
 use crate::tls::server_name::HostName;
 
 /// What a route matches.
@@ -180,8 +181,28 @@ impl BackendTemplate {
             validate_unix_path(&template.expand(&"x".repeat(MAX_LABEL))).map_err(invalid)?;
         } else {
             validate_address(&template.expand("x")).map_err(invalid)?;
+            template.validate_capture_in_host().map_err(invalid)?;
         }
         Ok(template)
+    }
+
+    /// Checks that a `{1}` in a TCP backend's host is followed by a fixed
+    /// domain (`{1}.db.internal`, `{1}-rw.{1}.svc`). A bare or trailing
+    /// capture (`{1}`, `db-{1}`, `10.0.0.{1}`) would let the client choose
+    /// the host outright: `localhost`, or an address in one of the many
+    /// forms getaddrinfo accepts.
+    fn validate_capture_in_host(&self) -> Result<(), &'static str> {
+        // The port cannot hold `{1}` (the sample expansion checked it), so
+        // the host is everything before the last ':'.
+        let marked = self.expand("{1}");
+        let host = marked.rsplit_once(':').map_or(&*marked, |(host, _)| host);
+        let Some((_, after)) = host.rsplit_once("{1}") else {
+            return Ok(());
+        };
+        match after.strip_prefix('.') {
+            Some(domain) if !domain.is_empty() => Ok(()),
+            _ => Err("{1} must be followed by a fixed domain (as in {1}.db.internal:5432): a host that ends in {1} is chosen by the client"),
+        }
     }
 
     /// The address with `label` in place of every `{1}`.
@@ -233,6 +254,11 @@ fn validate_address(address: &str) -> Result<(), &'static str> {
     }
     if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return Ok(());
+    }
+    if literal::is_ip_literal(host) {
+        // getaddrinfo would have read it as an address; pgsni resolves
+        // names through DNS only, so say what to write instead.
+        return Err("write an IPv4 address as four decimal numbers (a.b.c.d)");
     }
     HostName::parse(host.as_bytes())
         .map(drop)
@@ -433,11 +459,79 @@ impl Route {
     fn resolve(&self, label: &str) -> Resolved {
         Resolved {
             route: self.label.clone(),
-            backends: self.backends.iter().map(|b| b.expand(label)).collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|template| Backend {
+                    address: template.expand(label),
+                    client_chosen: template.has_placeholder(),
+                })
+                .collect(),
             proxy_protocol: self.proxy_protocol,
             max_connections: self.max_connections,
             mode: self.mode.clone(),
         }
+    }
+}
+
+/// One backend of a routing decision: its address, and whether a label the
+/// client sent is part of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    address: String,
+    /// Set for an expanded `{1}` template: such an address may name only
+    /// what the template's fixed domain allows, never an address the client
+    /// spelled (see [`Backend::is_client_chosen`]).
+    client_chosen: bool,
+}
+
+impl Backend {
+    /// A backend written in full in the routes file.
+    pub fn fixed(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            client_chosen: false,
+        }
+    }
+
+    /// An expanded `{1}` template's address, as [`RouteTable::lookup`]
+    /// makes it.
+    #[cfg(test)]
+    pub(crate) fn client_chosen(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            client_chosen: true,
+        }
+    }
+
+    /// The address: `host:port`, or `unix:/path` on a terminated route.
+    pub fn as_str(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether part of the address came from the client's server name (a
+    /// `{1}` template). The client then chose part of the destination, so
+    /// an address that turns out to be an IP literal was not the operator's.
+    pub fn is_client_chosen(&self) -> bool {
+        self.client_chosen
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
+impl PartialEq<&str> for Backend {
+    fn eq(&self, other: &&str) -> bool {
+        self.address == *other
+    }
+}
+
+impl PartialEq<String> for Backend {
+    fn eq(&self, other: &String) -> bool {
+        self.address == *other
     }
 }
 
@@ -448,7 +542,7 @@ pub struct Resolved {
     pub route: Arc<str>,
     /// Backend addresses (`host:port`, or `unix:/path` on a terminated
     /// route), in the order to try them.
-    pub backends: Vec<String>,
+    pub backends: Vec<Backend>,
     /// Whether backend connections start with a PROXY v2 header.
     pub proxy_protocol: bool,
     /// The most sessions the route may hold at once.
@@ -760,6 +854,17 @@ mod tests {
             "{2}.svc:5432",
             "x}.svc:5432",
             "{1}.svc:{1}",
+            // The client would choose the host.
+            "{1}:5432",
+            "db-{1}:5432",
+            "10.0.0.{1}:5432",
+            "{1}.:5432",
+            "a.{1}:5432",
+            // Addresses only getaddrinfo reads as such.
+            "127.1:5432",
+            "2130706433:5432",
+            "0x7f000001:5432",
+            "017700000001:5432",
         ] {
             assert!(
                 BackendTemplate::parse(bad, true).is_err(),
@@ -769,5 +874,29 @@ mod tests {
         assert!(BackendTemplate::parse("{1}.svc:5432", false).is_err());
         assert!(BackendTemplate::parse("{1}.svc:5432", true).is_ok());
         assert!(BackendTemplate::parse("127.0.0.1:5432", false).is_ok());
+        for good in [
+            "{1}.svc:5432",
+            "{1}-rw.{1}.svc:5432",
+            "db-{1}.internal:5432",
+        ] {
+            assert!(BackendTemplate::parse(good, true).is_ok(), "{good}");
+        }
+        let error = BackendTemplate::parse("{1}:5432", true).unwrap_err();
+        assert!(error.to_string().contains("fixed domain"), "{error}");
+    }
+
+    #[test]
+    fn expanded_templates_are_marked_as_chosen_by_the_client() {
+        let table = RouteTable::new(vec![
+            route("*.wild.example.com", &["{1}.svc:5432", "10.0.0.1:5432"]),
+            route("fixed.example.com", &["db.internal:5432"]),
+        ])
+        .unwrap();
+        let wild = table.lookup(&name("t7.wild.example.com")).unwrap();
+        assert_eq!(wild.backends, ["t7.svc:5432", "10.0.0.1:5432"]);
+        assert!(wild.backends[0].is_client_chosen());
+        assert!(!wild.backends[1].is_client_chosen());
+        let fixed = table.lookup(&name("fixed.example.com")).unwrap();
+        assert!(!fixed.backends[0].is_client_chosen());
     }
 }

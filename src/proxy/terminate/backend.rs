@@ -19,10 +19,11 @@ use tokio_rustls::client::TlsStream;
 use tracing::warn;
 
 use super::identity::BackendSecurity;
-use crate::proxy::backend::{self as passthrough, AttemptError};
+use crate::proxy::backend::{self as passthrough, AttemptError, Unreached};
 use crate::proxy::cancel::CancelTarget;
+use crate::proxy::dial::Dialer;
 use crate::proxy::SocketOptions;
-use crate::routing::table::UNIX_PREFIX;
+use crate::routing::table::{Backend, UNIX_PREFIX};
 
 /// Why one backend attempt failed.
 #[derive(Debug, Error)]
@@ -84,33 +85,42 @@ impl BackendStream {
 }
 
 /// Tries `addresses` in order; returns the first backend that connected
-/// (and, for TLS, completed its handshake), with its address, or `None`
-/// when every attempt failed (each is logged).
+/// (and, for TLS, completed its handshake), with its address, or why none
+/// did (each failure is logged).
 pub async fn connect_first<'a>(
-    addresses: &'a [String],
+    addresses: &'a [Backend],
+    dialer: &Dialer,
     security: &BackendSecurity,
     timeout: Duration,
     proxy_header: Option<&[u8]>,
     options: &SocketOptions,
-) -> Option<(BackendStream, &'a str)> {
+) -> Result<(BackendStream, &'a Backend), Unreached> {
+    let mut unreached = Unreached::Unavailable;
     for address in addresses {
-        let attempt = attempt(address, security, proxy_header, options);
+        let attempt = attempt(address, dialer, security, proxy_header, options);
         let attempt = tokio::time::timeout(timeout, attempt).await;
         match attempt.unwrap_or(Err(ConnectError::TimedOut(timeout))) {
-            Ok(stream) => return Some((stream, address)),
-            Err(error) => warn!(backend = %address, %error, "backend attempt failed"),
+            Ok(stream) => return Ok((stream, address)),
+            Err(error) => {
+                warn!(backend = %address, %error, "backend attempt failed");
+                let not_allowed = matches!(&error, ConnectError::Attempt(e) if e.is_not_allowed());
+                unreached = unreached.with(not_allowed);
+            }
         }
     }
-    None
+    Err(unreached)
 }
 
-/// Connects to one backend as `security` says.
+/// Connects to one backend as `security` says. Unix sockets are local files
+/// named by the routes file: neither DNS nor `--backend-networks` applies.
 async fn attempt(
-    address: &str,
+    backend: &Backend,
+    dialer: &Dialer,
     security: &BackendSecurity,
     proxy_header: Option<&[u8]>,
     options: &SocketOptions,
 ) -> Result<BackendStream, ConnectError> {
+    let address = backend.as_str();
     if let Some(path) = address.strip_prefix(UNIX_PREFIX) {
         if proxy_header.is_some() || !matches!(security, BackendSecurity::Plain) {
             return Err(ConnectError::UnixSocket);
@@ -122,9 +132,7 @@ async fn attempt(
     }
     let connector = match security {
         BackendSecurity::Plain => {
-            let mut stream = TcpStream::connect(address)
-                .await
-                .map_err(AttemptError::Connect)?;
+            let mut stream = dialer.connect(backend).await.map_err(AttemptError::from)?;
             options.apply(&stream).map_err(AttemptError::Connect)?;
             if let Some(header) = proxy_header {
                 stream
@@ -138,7 +146,7 @@ async fn attempt(
     };
     let name = server_name(address).ok_or_else(|| ConnectError::ServerName(address.into()))?;
     // The SSLRequest exchange is the passthrough path's, byte for byte.
-    let stream = passthrough::attempt(address, proxy_header, options).await?;
+    let stream = passthrough::attempt(backend, dialer, proxy_header, options).await?;
     let tls = connector
         .connect(name, stream)
         .await

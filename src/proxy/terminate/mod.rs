@@ -152,6 +152,17 @@ impl Refused {
             Refusal::backend_unavailable(route),
         )
     }
+    /// No backend reached. A policy refusal is told to the client as an
+    /// unavailable backend: where backends may be is not its business.
+    fn unreached(unreached: crate::proxy::backend::Unreached, route: &str) -> Self {
+        match unreached {
+            crate::proxy::backend::Unreached::NotAllowed => Self::with(
+                Outcome::BackendNotAllowed,
+                Refusal::backend_unavailable(route),
+            ),
+            crate::proxy::backend::Unreached::Unavailable => Self::backend_unavailable(route),
+        }
+    }
 }
 
 /// Runs a handed-over connection to its end: the rest of the start-up under
@@ -336,18 +347,19 @@ async fn begin(tls: &mut ClientTls, handoff: Handoff, context: &Context) -> Resu
     let proxy_header = resolved
         .proxy_protocol
         .then(|| proxy_header::encode_v2(handoff.peer, handoff.destination));
-    let Some((mut backend, address)) = backend::connect_first(
+    let (mut backend, address) = backend::connect_first(
         &resolved.backends,
+        &context.dialer,
         &security,
         context.timeouts.connect,
         proxy_header.as_deref(),
         &context.sockets,
     )
     .await
-    else {
+    .map_err(|unreached| {
         warn!("no backend available");
-        return Err(Refused::backend_unavailable(&route));
-    };
+        Refused::unreached(unreached, &route)
+    })?;
     let message = startup.encode();
     let sent = async {
         backend.write_all(&message).await?;
@@ -417,13 +429,14 @@ async fn cancel(packet: &[u8], handoff: Handoff, context: &Context) {
         .then(|| proxy_header::encode_v2(handoff.peer, handoff.destination));
     let connected = backend::connect_first(
         &resolved.backends,
+        &context.dialer,
         &security,
         context.timeouts.connect,
         proxy_header.as_deref(),
         &context.sockets,
     )
     .await;
-    let Some((mut backend, address)) = connected else {
+    let Ok((mut backend, address)) = connected else {
         return;
     };
     // Postgres answers nothing and closes once it has signalled the query;
