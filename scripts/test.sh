@@ -23,5 +23,5 @@ cargo test "$@"
 # that faces the internet (without arguments only: a filtered run is
 # someone's quick check).
 if [ "$#" -eq 0 ]; then
-    cargo test --release --test edge_trust
+    cargo test --release --test edge_trust --test backend_trust
 fi

@@ -14,9 +14,13 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::dial::{DialError, Dialer};
+use super::logging::LineBudget;
 use super::SocketOptions;
 use crate::routing::table::Backend;
 use crate::wire::reply;
+
+/// Budget of "backend attempt failed" lines (see [`LineBudget`]).
+static ATTEMPT_LINES: LineBudget = LineBudget::new();
 
 /// Why one backend attempt failed.
 #[derive(Debug, Error)]
@@ -90,7 +94,11 @@ pub async fn connect_first<'a>(
         match attempt.unwrap_or(Err(AttemptError::TimedOut(timeout))) {
             Ok(stream) => return Ok((stream, address)),
             Err(error) => {
-                warn!(backend = %address, %error, "backend attempt failed");
+                // A wildcard route's backends follow the client's label, so
+                // these lines are the client's to cause: rate-limited.
+                if let Some(suppressed) = ATTEMPT_LINES.allow() {
+                    warn!(backend = %address, %error, suppressed, "backend attempt failed");
+                }
                 unreached = unreached.with(error.is_not_allowed());
             }
         }

@@ -80,6 +80,15 @@ impl LineBudget {
         }
     }
 
+    /// Whether a line may be written now: `Some` with the number left out
+    /// before it, or `None` (counted).
+    pub fn allow(&self) -> Option<u64> {
+        match self.take(seconds_now()) {
+            Verdict::Write { suppressed } => Some(suppressed),
+            Verdict::Suppress => None,
+        }
+    }
+
     /// Decides about one line, `now` being seconds since a fixed epoch.
     pub fn take(&self, now: u64) -> Verdict {
         let second = now & u64::from(u32::MAX);

@@ -575,7 +575,8 @@ async fn start_up(
     )
     .await
     .map_err(|unreached| {
-        warn!("no backend available");
+        // The refusal's own line (rate-limited) says so at info.
+        debug!("no backend available");
         match unreached {
             backend::Unreached::NotAllowed => backend_not_allowed(&resolved.route),
             backend::Unreached::Unavailable => backend_unavailable(&resolved.route),

@@ -22,8 +22,12 @@ use super::identity::BackendSecurity;
 use crate::proxy::backend::{self as passthrough, AttemptError, Unreached};
 use crate::proxy::cancel::CancelTarget;
 use crate::proxy::dial::Dialer;
+use crate::proxy::logging::LineBudget;
 use crate::proxy::SocketOptions;
 use crate::routing::table::{Backend, UNIX_PREFIX};
+
+/// Budget of "backend attempt failed" lines (see [`LineBudget`]).
+static ATTEMPT_LINES: LineBudget = LineBudget::new();
 
 /// Why one backend attempt failed.
 #[derive(Debug, Error)]
@@ -102,7 +106,11 @@ pub async fn connect_first<'a>(
         match attempt.unwrap_or(Err(ConnectError::TimedOut(timeout))) {
             Ok(stream) => return Ok((stream, address)),
             Err(error) => {
-                warn!(backend = %address, %error, "backend attempt failed");
+                // A wildcard route's backends follow the client's label, so
+                // these lines are the client's to cause: rate-limited.
+                if let Some(suppressed) = ATTEMPT_LINES.allow() {
+                    warn!(backend = %address, %error, suppressed, "backend attempt failed");
+                }
                 let not_allowed = matches!(&error, ConnectError::Attempt(e) if e.is_not_allowed());
                 unreached = unreached.with(not_allowed);
             }

@@ -319,7 +319,7 @@ async fn begin(tls: &mut ClientTls, handoff: Handoff, context: &Context) -> Resu
     };
     let route = resolved.route.clone();
     let Some(termination) = resolved.mode.termination() else {
-        info!(%route, "passthrough route named in a StartupMessage");
+        debug!(%route, "passthrough route named in a StartupMessage");
         return Err(Refused::with(
             Outcome::ServerNameRequired,
             Refusal::server_name_required(&route),
@@ -357,7 +357,7 @@ async fn begin(tls: &mut ClientTls, handoff: Handoff, context: &Context) -> Resu
     )
     .await
     .map_err(|unreached| {
-        warn!("no backend available");
+        debug!("no backend available");
         Refused::unreached(unreached, &route)
     })?;
     let message = startup.encode();
