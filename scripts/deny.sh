@@ -45,7 +45,10 @@ if [ -n "$taken" ] && [ "$(date -d "$taken + 90 days" +%s)" -lt "$(date +%s)" ];
     log "note: the advisory snapshot is from $taken; refresh it (see $snapshot/README.md)"
 fi
 
-# The project: every check, with the database as committed.
+# The project: every check, with the database as committed. --offline
+# keeps cargo-deny from fetching the database, and cargo from the network,
+# so the crates are fetched first.
+cargo fetch --quiet
 cargo deny --offline --log-level warn check --hide-inclusion-graph advisories bans licenses sources
 
 # The proof: a throwaway crate that depends on smallvec 1.6.0, which has a
