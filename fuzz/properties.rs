@@ -11,6 +11,8 @@
 //! | `client_hello` | a selector byte, then what a client sends after `S` |
 //! | `client_hello_rustls` | what a client sends after `S` |
 //! | `startup` | a client's first bytes |
+//! | `startup_message` | a StartupMessage, length field included |
+//! | `proxy_header` | a connection's first bytes, behind a load balancer |
 //! | `routes_file` | a routes file |
 //! | `route_lookup` | route patterns, one a line, then a server name as sent |
 //!
@@ -18,13 +20,17 @@
 //! and of the TLS records the input is cut into (see [`Lengths`]); the first
 //! segment ends where the selector points, as a fraction of 255.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use pgsni::routing::file::parse_bytes;
 use pgsni::routing::table::{BackendTemplate, Pattern, Route, RouteTable};
 use pgsni::tls::{
     is_valid_label, locate, read_client_hello, ClientHello, HelloError, HostName, Located,
     MAX_CLIENT_HELLO_BYTES,
+};
+use pgsni::wire::proxy_header::{
+    self, encode_v2, ProxyHeader, ProxyHeaderError, MAX_V2_PAYLOAD, V2_SIGNATURE,
 };
 use pgsni::wire::startup::{
     classify, StartupError, StartupPacket, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE,
@@ -40,6 +46,8 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("client_hello", client_hello),
     ("client_hello_rustls", client_hello_rustls),
     ("startup", startup),
+    ("startup_message", startup_message),
+    ("proxy_header", proxy_header),
     ("routes_file", routes_file),
     ("route_lookup", route_lookup),
 ];
@@ -542,6 +550,371 @@ pub fn startup(input: &[u8]) {
     }
     if input.starts_with(&SSL_REQUEST) {
         assert_eq!(whole, Ok(Some((StartupPacket::SslRequest, 8))));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// startup_message
+// ---------------------------------------------------------------------------
+
+/// The StartupMessage reader of terminated routes, against a model.
+///
+/// - `StartupMessage::parse` accepts exactly what the model below accepts
+///   (the length field equals the packet's length, within Postgres's
+///   bounds; protocol 3.x; NUL-terminated names and values, names not
+///   empty; a final NUL as the last byte), and then `classify` calls it a
+///   StartupMessage of that length.
+/// - Each parameter reads as its last occurrence; an unchanged message is
+///   replayed byte for byte.
+/// - Replacing or removing a parameter changes that parameter only, and
+///   the packet it encodes to parses back.
+/// - `split_options` and `join_options` round-trip whatever arguments the
+///   input's bytes split into.
+pub fn startup_message(input: &[u8]) {
+    use pgsni::wire::startup_message::{join_options, split_options, StartupMessage};
+
+    let model = model_parameters(input);
+    let message = match StartupMessage::parse(input) {
+        Ok(message) => message,
+        Err(error) => {
+            assert_eq!(model, None, "refused with {error}");
+            let arguments = split_options(input);
+            let kept: Vec<Vec<u8>> = arguments
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect();
+            assert_eq!(split_options(&join_options(&arguments)), kept);
+            return;
+        }
+    };
+    let parameters = model.expect("the model accepts it too");
+    let minor = u16::from_be_bytes([input[6], input[7]]);
+    assert_eq!(
+        classify(input),
+        Ok(Some((
+            StartupPacket::Startup { major: 3, minor },
+            input.len()
+        )))
+    );
+    assert!(matches!(message.encode(), Cow::Borrowed(bytes) if bytes == input));
+    let last = |parameters: &[(Vec<u8>, Vec<u8>)], name: &[u8]| {
+        parameters
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let names: Vec<&str> = parameters
+        .iter()
+        .filter_map(|(name, _)| std::str::from_utf8(name).ok())
+        .collect();
+    for &name in &names {
+        assert_eq!(
+            message.get(name).map(<[u8]>::to_vec),
+            last(&parameters, name.as_bytes())
+        );
+    }
+
+    // Rewrite the first parameter, then remove the last, as a terminated
+    // route does with its routing keys.
+    let mut changed = message.clone();
+    let mut expected = parameters.clone();
+    if let Some(&name) = names.first() {
+        changed.replace(name, Some(&b"rewritten"[..]));
+        for (key, value) in &mut expected {
+            if key == name.as_bytes() {
+                *value = b"rewritten".to_vec();
+            }
+        }
+    }
+    if let Some(&name) = names.last() {
+        changed.replace(name, None);
+        expected.retain(|(key, _)| key != name.as_bytes());
+    }
+    let encoded = changed.encode();
+    assert_eq!(model_parameters_unbounded(&encoded), Some(expected));
+
+    if let Some(options) = message.get("options") {
+        let arguments = split_options(options);
+        assert_eq!(
+            split_options(&join_options(&arguments)),
+            arguments
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The parameters of a StartupMessage, read with none of the parser's code;
+/// `None` if it is not one.
+fn model_parameters(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if !(MIN_STARTUP_PACKET_LEN..=MAX_STARTUP_PACKET_LEN).contains(&packet.len()) {
+        return None;
+    }
+    model_parameters_unbounded(packet)
+}
+
+/// [`model_parameters`] without the bounds on the length, for messages
+/// rewritten with longer values.
+fn model_parameters_unbounded(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if packet.len() < 8 || packet[..4] != u32::try_from(packet.len()).ok()?.to_be_bytes() {
+        return None;
+    }
+    if packet[4..6] != [0, 3] {
+        return None;
+    }
+    // Strings, each ending in NUL; the last, empty one ends the list.
+    let body = packet[8..].strip_suffix(&[0])?;
+    if body.is_empty() {
+        return Some(Vec::new());
+    }
+    let strings: Vec<&[u8]> = body.strip_suffix(&[0])?.split(|&b| b == 0).collect();
+    if strings.len() % 2 != 0 || strings.iter().step_by(2).any(|name| name.is_empty()) {
+        return None;
+    }
+    Some(
+        strings
+            .chunks(2)
+            .map(|pair| (pair[0].to_vec(), pair[1].to_vec()))
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// proxy_header
+// ---------------------------------------------------------------------------
+
+/// The PROXY header parser on its own, and against the `ppp` crate.
+///
+/// On its own, as the unit tests in `src/wire/proxy_header.rs` check it:
+/// `starts_with_header` and `parse` agree on whether a header is there;
+/// every prefix is incomplete or already the final answer; incomplete never
+/// asks for more than 107 bytes (v1) or 16 + `MAX_V2_PAYLOAD` (v2); an
+/// accepted v2 header occupies 16 bytes plus its declared length, a v1
+/// header runs to its first CRLF; a header parses the same on its own, and
+/// its addresses encode back to it.
+///
+/// Against `ppp`: whatever one accepts, the other accepts, with the same
+/// length and the same addresses, save for these differences, each checked
+/// by repairing the input and asking again:
+///
+/// 1. A v2 payload over `MAX_V2_PAYLOAD` (1024) bytes: pgsni refuses it to
+///    bound what a client makes it buffer; `ppp` takes up to 65535.
+/// 2. A v2 PROXY header whose family/protocol byte is not one of the seven
+///    the specification defines (`0x00`, `0x11`, `0x12`, `0x21`, `0x22`,
+///    `0x31`, `0x32`): the specification says receivers must refuse it, and
+///    pgsni does; `ppp` checks the two halves apart and accepts, say,
+///    `0x10` (IPv4, unspecified protocol).
+/// 3. A v2 LOCAL header: the specification says the receiver ignores the
+///    family and address block, and pgsni does; `ppp` checks them.
+/// 4. A v1 port with a `+` sign: the grammar allows digits only, and pgsni
+///    refuses it; `ppp` uses `u16::from_str`, which takes `+5432`.
+/// 5. A v1 `UNKNOWN` line whose rest has a CR before the CRLF, or more than
+///    four space-separated words: the specification says the receiver
+///    ignores everything up to the CRLF, and pgsni does; `ppp` stops at the
+///    first CR and splits the line at most seven ways, so it refuses both.
+///
+/// Where `ppp` reads UDP or Unix addresses, or a PROXY header of the
+/// unspecified family, pgsni has no address it can use and says
+/// `Unknown`: the socket's own peer address stands. That is mapping, not a
+/// difference: [`ppp_reading`] does it.
+pub fn proxy_header(input: &[u8]) {
+    check_proxy_header(input);
+    let ours = proxy_header::parse(input);
+    let theirs = ppp_reading(input);
+    match (&ours, &theirs) {
+        (Ok(Some(ours)), Some(theirs)) => assert_eq!(ours, theirs, "pgsni and ppp"),
+        (_, Some(theirs)) => explain_ppp_acceptance(input, &ours, theirs),
+        (Ok(Some(ours)), None) => explain_pgsni_acceptance(input, ours),
+        _ => {}
+    }
+}
+
+/// What pgsni would make of the header `ppp` reads in `input`, and its
+/// length; `None` if `ppp` refuses it or wants more.
+fn ppp_reading(input: &[u8]) -> Option<(ProxyHeader, usize)> {
+    use ppp::{v1, v2, HeaderResult};
+    match HeaderResult::parse(input) {
+        HeaderResult::V1(Ok(header)) => {
+            let header_len = header.header.len();
+            let reading = match header.addresses {
+                v1::Addresses::Unknown => ProxyHeader::Unknown,
+                v1::Addresses::Tcp4(a) => ProxyHeader::Proxy {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
+                v1::Addresses::Tcp6(a) => ProxyHeader::Proxy {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
+            };
+            Some((reading, header_len))
+        }
+        HeaderResult::V2(Ok(header)) => {
+            let reading = match (header.command, header.protocol, header.addresses) {
+                (v2::Command::Local, ..) => ProxyHeader::Local,
+                (_, v2::Protocol::Stream, v2::Addresses::IPv4(a)) => ProxyHeader::Proxy {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
+                (_, v2::Protocol::Stream, v2::Addresses::IPv6(a)) => ProxyHeader::Proxy {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
+                _ => ProxyHeader::Unknown,
+            };
+            Some((reading, header.len()))
+        }
+        _ => None,
+    }
+}
+
+/// `ppp` accepted a header that pgsni refuses or waits on: one of the
+/// differences 1, 2 and 4 listed at [`proxy_header`].
+fn explain_ppp_acceptance(
+    input: &[u8],
+    ours: &Result<Option<(ProxyHeader, usize)>, ProxyHeaderError>,
+    theirs: &(ProxyHeader, usize),
+) {
+    let repaired = match ours {
+        // 1: only the length can be at fault; ppp read the same header.
+        Err(ProxyHeaderError::V2BadLength) => {
+            assert!(theirs.1 > 16 + MAX_V2_PAYLOAD, "{theirs:?}");
+            return;
+        }
+        // 2: a family byte outside the seven, which ppp took as its
+        // halves: an unspecified family or protocol, so no address; as
+        // the unspecified family, pgsni agrees.
+        Err(ProxyHeaderError::V2BadFamily) => {
+            assert!([0x01, 0x02, 0x10, 0x20, 0x30].contains(&input[13]));
+            assert_eq!(theirs.0, ProxyHeader::Unknown);
+            let mut repaired = input.to_vec();
+            repaired[13] = 0x00;
+            repaired
+        }
+        // 4: a port with a '+' sign.
+        Err(ProxyHeaderError::V1Malformed) => {
+            let line = std::str::from_utf8(&input[..theirs.1]).expect("ppp read text");
+            let fields: Vec<&str> = line.trim_end_matches("\r\n").split(' ').collect();
+            assert!(
+                fields.len() == 6 && fields[4..].iter().any(|port| port.starts_with('+')),
+                "ppp accepted {line:?}"
+            );
+            let ports = fields[4..].iter().map(|port| port.trim_start_matches('+'));
+            let unsigned = fields[..4]
+                .iter()
+                .copied()
+                .chain(ports)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert_eq!(theirs.1, line.len());
+            let unsigned = format!("{unsigned}\r\n");
+            assert_eq!(
+                proxy_header::parse(unsigned.as_bytes()),
+                Ok(Some((theirs.0, unsigned.len())))
+            );
+            return;
+        }
+        other => panic!("ppp read {theirs:?}, pgsni {other:?}"),
+    };
+    assert_eq!(
+        proxy_header::parse(&repaired),
+        Ok(Some(*theirs)),
+        "once repaired"
+    );
+}
+
+/// pgsni accepted a header that `ppp` refuses or waits on: one of the
+/// differences 3 and 5 listed at [`proxy_header`].
+fn explain_pgsni_acceptance(input: &[u8], ours: &(ProxyHeader, usize)) {
+    let mut repaired = input[..ours.1].to_vec();
+    match ours.0 {
+        // 3: LOCAL, whatever the family and address block; ppp agrees once
+        // the family is unspecified.
+        ProxyHeader::Local => repaired[13] = 0x00,
+        // 5: v1 UNKNOWN whose ignored rest ppp cannot skip: a CR in it, or
+        // more than four words; ppp agrees once the rest is one word.
+        ProxyHeader::Unknown if repaired.starts_with(b"PROXY UNKNOWN") => {
+            let rest = &mut repaired[b"PROXY UNKNOWN".len()..ours.1 - 2];
+            let words = rest.split(|&b| b == b' ').count() - 1;
+            assert!(rest.contains(&b'\r') || words > 4, "ppp refused {input:?}");
+            for byte in rest.iter_mut().skip(1) {
+                if *byte == b'\r' || *byte == b' ' {
+                    *byte = b'_';
+                }
+            }
+        }
+        _ => panic!("pgsni read {ours:?}, ppp nothing"),
+    }
+    assert_eq!(ppp_reading(&repaired), Some(*ours), "once repaired");
+}
+
+/// `parse` and `starts_with_header` on their own; see [`proxy_header`].
+fn check_proxy_header(input: &[u8]) {
+    let whole = proxy_header::parse(input);
+    match proxy_header::starts_with_header(input) {
+        Some(false) => assert_eq!(whole, Err(ProxyHeaderError::Missing)),
+        None => assert_eq!(whole, Ok(None)),
+        Some(true) => assert_ne!(whole, Err(ProxyHeaderError::Missing)),
+    }
+    // Headers are at most 16 + 1024 bytes: every prefix stays cheap.
+    for end in 0..input.len().min(16 + MAX_V2_PAYLOAD + 1) {
+        match proxy_header::parse(&input[..end]) {
+            Ok(None) => {}
+            prefix => assert_eq!(prefix, whole, "prefix of {end} bytes"),
+        }
+    }
+    let v2 = input.starts_with(&V2_SIGNATURE);
+    let Ok(Some((header, len))) = whole else {
+        if whole == Ok(None) {
+            assert!(input.len() < if v2 { 16 + MAX_V2_PAYLOAD } else { 107 });
+        }
+        return;
+    };
+    let bytes = &input[..len];
+    assert_eq!(proxy_header::parse(bytes), whole, "on its own");
+    if v2 {
+        assert_eq!(
+            len,
+            16 + usize::from(u16::from_be_bytes([input[14], input[15]]))
+        );
+        match header {
+            ProxyHeader::Local => assert_eq!(input[12], 0x20),
+            ProxyHeader::Unknown => assert!(![0x11, 0x21].contains(&input[13])),
+            ProxyHeader::Proxy {
+                source,
+                destination,
+            } => {
+                let encoded = encode_v2(source, destination);
+                assert_eq!(encoded[..14], bytes[..14]);
+                assert_eq!(encoded[16..], bytes[16..encoded.len()]);
+            }
+        }
+        return;
+    }
+    assert!(len <= 107 && bytes.ends_with(b"\r\n"));
+    assert!(!bytes[..len - 1].windows(2).any(|w| w == b"\r\n"));
+    match header {
+        ProxyHeader::Local => panic!("v1 has no LOCAL"),
+        ProxyHeader::Unknown => assert!(bytes.starts_with(b"PROXY UNKNOWN")),
+        ProxyHeader::Proxy {
+            source,
+            destination,
+        } => {
+            let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+            let text = format!(
+                "PROXY {family} {} {} {} {}\r\n",
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            );
+            let reparsed = proxy_header::parse(text.as_bytes());
+            assert_eq!(reparsed, Ok(Some((header, text.len()))));
+        }
     }
 }
 

@@ -92,6 +92,16 @@ fn startup() {
 }
 
 #[test]
+fn startup_message() {
+    replay("startup_message");
+}
+
+#[test]
+fn proxy_header() {
+    replay("proxy_header");
+}
+
+#[test]
 fn routes_file() {
     replay("routes_file");
 }
@@ -186,6 +196,168 @@ fn startup_packets() -> Vec<(&'static str, Vec<u8>)> {
         ("http", b"GET / HTTP/1.1\r\nHost: db\r\n\r\n".to_vec()),
         ("tls_alert", vec![21, 3, 3, 0, 2, 2, 40]),
     ]
+}
+
+/// StartupMessages, named: as clients send them, and broken ones.
+fn startup_messages() -> Vec<(&'static str, Vec<u8>)> {
+    let packet = |version: u32, body: &[u8]| {
+        let len = u32::try_from(8 + body.len()).unwrap();
+        [&len.to_be_bytes()[..], &version.to_be_bytes(), body].concat()
+    };
+    let v3_0 = 0x0003_0000;
+    vec![
+        // As psql 15 sends it (captured with examples/capture_client_hello.rs).
+        (
+            "psql15",
+            packet(
+                v3_0,
+                b"user\0postgres\0database\0app\0application_name\0psql\0\0",
+            ),
+        ),
+        // libpq with options and a client encoding, as psycopg sends them.
+        (
+            "psycopg_options",
+            packet(
+                v3_0,
+                b"user\0app\0database\0t/app\0options\0-c pgsni.server_name=alpha.db.example.com -c search_path=a\\ b\0client_encoding\0UTF8\0\0",
+            ),
+        ),
+        // pgjdbc's set of parameters.
+        (
+            "pgjdbc",
+            packet(
+                v3_0,
+                b"user\0app\0database\0app\0client_encoding\0UTF8\0DateStyle\0ISO\0TimeZone\0UTC\0extra_float_digits\x002\0\0",
+            ),
+        ),
+        // Protocol 3.2 (PG18) with a protocol extension.
+        (
+            "v3_2_protocol_extension",
+            packet(0x0003_0002, b"user\0app\0_pq_.test\0on\0\0"),
+        ),
+        ("duplicate_user", packet(v3_0, b"user\0a\0user\0b\0\0")),
+        ("empty_value", packet(v3_0, b"user\0a\0database\0\0\0")),
+        ("no_parameters", packet(v3_0, b"\0")),
+        ("version_2", packet(0x0002_0000, b"user\0a\0\0")),
+        ("missing_terminator", packet(v3_0, b"user\0a\0")),
+        ("odd_strings", packet(v3_0, b"user\0a\0database\0\0")),
+        ("trailing_bytes", packet(v3_0, b"user\0a\0\0x")),
+        (
+            "length_mismatch",
+            [&packet(v3_0, b"user\0a\0\0")[..], b"\0"].concat(),
+        ),
+        ("ssl_request", pgsni::wire::startup::SSL_REQUEST.to_vec()),
+    ]
+}
+
+/// First bytes behind a load balancer, named: PROXY headers of both
+/// versions and every kind, each followed by an SSLRequest as on the wire,
+/// and the inputs where pgsni and the `ppp` crate part on purpose.
+fn proxy_headers() -> Vec<(&'static str, Vec<u8>)> {
+    use pgsni::wire::proxy_header::{encode_v2, V2_SIGNATURE};
+    let v2 = |command: u8, family: u8, payload: &[u8]| {
+        let len = u16::try_from(payload.len()).unwrap().to_be_bytes();
+        [&V2_SIGNATURE[..], &[command, family], &len, payload].concat()
+    };
+    let tlv = |kind: u8, value: &[u8]| {
+        let len = u16::try_from(value.len()).unwrap().to_be_bytes();
+        [&[kind][..], &len, value].concat()
+    };
+    let addresses_v4 = encode_v2(
+        "192.0.2.1:56324".parse().unwrap(),
+        "198.51.100.2:5432".parse().unwrap(),
+    )[16..]
+        .to_vec();
+    let addresses_v6 = encode_v2(
+        "[2001:db8::1]:4000".parse().unwrap(),
+        "[2001:db8::2]:5432".parse().unwrap(),
+    )[16..]
+        .to_vec();
+    // TLVs as load balancers add them: AWS's VPC endpoint id (0xEA, with a
+    // subtype), a unique id, a CRC32C, a NOOP, and the SSL TLV with its
+    // version and common name.
+    let tlvs = [
+        tlv(0xea, &[&[1][..], b"vpce-08d2bf15fac5001c9"].concat()),
+        tlv(0x05, &[7; 16]),
+        tlv(0x03, &[0xde, 0xad, 0xbe, 0xef]),
+        tlv(0x04, &[0; 3]),
+        tlv(
+            0x20,
+            &[
+                &[0x07, 0, 0, 0, 0][..],
+                &tlv(0x21, b"TLSv1.3"),
+                &tlv(0x22, b"client.example.com"),
+            ]
+            .concat(),
+        ),
+    ]
+    .concat();
+    let mut inputs = vec![
+        (
+            "v1_tcp4",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 5432\r\n".to_vec(),
+        ),
+        (
+            "v1_tcp6",
+            b"PROXY TCP6 2001:db8::1 ::ffff:192.0.2.9 0 65535\r\n".to_vec(),
+        ),
+        ("v1_unknown", b"PROXY UNKNOWN\r\n".to_vec()),
+        // The longest v1 header the specification allows: 107 bytes.
+        (
+            "v1_unknown_longest",
+            format!(
+                "PROXY UNKNOWN {0} {0} 65535 65535\r\n",
+                ["ffff"; 8].join(":")
+            )
+            .into_bytes(),
+        ),
+        ("v1_too_long", [&b"PROXY TCP4 "[..], &[b'1'; 120]].concat()),
+        (
+            "v1_leading_zero_port",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n".to_vec(),
+        ),
+        ("v2_tcp4", v2(0x21, 0x11, &addresses_v4)),
+        ("v2_tcp6", v2(0x21, 0x21, &addresses_v6)),
+        (
+            "v2_tcp4_tlvs",
+            v2(0x21, 0x11, &[&addresses_v4[..], &tlvs].concat()),
+        ),
+        (
+            "v2_tcp6_tlvs",
+            v2(0x21, 0x21, &[&addresses_v6[..], &tlvs].concat()),
+        ),
+        ("v2_local", v2(0x20, 0x00, &[])),
+        ("v2_local_tlvs", v2(0x20, 0x00, &tlvs)),
+        ("v2_unspec", v2(0x21, 0x00, &[])),
+        ("v2_udp4", v2(0x21, 0x12, &addresses_v4)),
+        ("v2_unix", v2(0x21, 0x31, &[b'/'; 216])),
+        ("v2_tcp4_short", v2(0x21, 0x11, &addresses_v4[..8])),
+        ("v2_version_1", v2(0x11, 0x11, &addresses_v4)),
+        ("v2_family_0x41", v2(0x21, 0x41, &addresses_v4)),
+        ("v2_protocol_0x13", v2(0x21, 0x13, &addresses_v4)),
+        // Where pgsni and ppp part on purpose; see properties::proxy_header.
+        (
+            "v2_payload_over_1024",
+            v2(
+                0x21,
+                0x11,
+                &[&addresses_v4[..], &tlv(0x04, &[0; 1100])].concat(),
+            ),
+        ),
+        ("v2_family_0x10", v2(0x21, 0x10, &addresses_v4)),
+        ("v2_local_family_tcp4_short", v2(0x20, 0x11, &[1, 2, 3])),
+        (
+            "v1_plus_port",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 +56324 5432\r\n".to_vec(),
+        ),
+        ("v1_unknown_with_cr", b"PROXY UNKNOWN a\rb\r\n".to_vec()),
+    ];
+    for (_, input) in &mut inputs {
+        input.extend_from_slice(&pgsni::wire::startup::SSL_REQUEST);
+    }
+    inputs.push(("no_header", pgsni::wire::startup::SSL_REQUEST.to_vec()));
+    inputs.push(("direct_tls", vec![0x16, 3, 1, 0, 200]));
+    inputs
 }
 
 /// Routes files, named: valid ones of several shapes, and broken ones.
@@ -321,6 +493,12 @@ fn regenerate_seeds() {
 
     for (name, packet) in startup_packets() {
         write("startup", &format!("{name}.bin"), &packet);
+    }
+    for (name, packet) in startup_messages() {
+        write("startup_message", &format!("{name}.bin"), &packet);
+    }
+    for (name, input) in proxy_headers() {
+        write("proxy_header", &format!("{name}.bin"), &input);
     }
     for (name, text) in routes_files() {
         write("routes_file", &format!("{name}.toml"), text.as_bytes());

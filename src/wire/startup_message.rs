@@ -142,7 +142,10 @@ fn split_cstring(input: &[u8]) -> Result<(&[u8], &[u8]), StartupMessageError> {
         .iter()
         .position(|&b| b == 0)
         .ok_or(StartupMessageError::Layout)?;
-    Ok((&input[..end], &input[end + 1..]))
+    let (string, rest) = input
+        .split_at_checked(end)
+        .ok_or(StartupMessageError::Layout)?;
+    Ok((string, rest.get(1..).unwrap_or_default()))
 }
 
 /// Splits the `options` parameter into arguments the way the server does
@@ -168,7 +171,9 @@ pub fn split_options(options: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Joins arguments into an `options` value that [`split_options`] splits
-/// back into the same arguments.
+/// back into the same arguments, less any empty ones: the syntax can write
+/// an empty argument only as a lone backslash at the very end, and an empty
+/// argument means nothing to the server.
 pub fn join_options(arguments: &[Vec<u8>]) -> Vec<u8> {
     let mut options = Vec::new();
     for argument in arguments {
@@ -278,5 +283,8 @@ pub(crate) mod tests {
         assert_eq!(split_options(&join_options(&split)), split);
         assert!(split_options(b" \t ").is_empty());
         assert_eq!(split_options(b"trailing\\"), [b"trailing"]);
+        let with_empty = split_options(b"-c a=1 \\");
+        assert_eq!(with_empty, [&b"-c"[..], b"a=1", b""]);
+        assert_eq!(split_options(&join_options(&with_empty)), with_empty[..2]);
     }
 }
