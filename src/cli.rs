@@ -460,7 +460,7 @@ pub async fn serve(
         info!(networks = %backend_networks, "backends restricted to --backend-networks");
     }
     let dialer = Arc::new(Dialer::new(
-        Resolver::from_system(),
+        Resolver::from_system().context("cannot set up the resolver for backend names")?,
         backend_networks.clone(),
     ));
     let context = Context {

@@ -188,6 +188,7 @@ mod tests {
             ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
             ResolverOpts::default(),
         )
+        .expect("a resolver without servers builds")
     }
 
     #[test]

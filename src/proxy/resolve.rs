@@ -13,7 +13,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
 use hickory_resolver::TokioResolver;
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -85,7 +86,7 @@ impl Resolver {
     /// (minimal containers), it resolves from `/etc/hosts` (and `localhost`)
     /// alone and says so once: asking some public server instead would send
     /// internal names where nobody meant them to go.
-    pub fn from_system() -> Self {
+    pub fn from_system() -> Result<Self, NetError> {
         let (config, options) = hickory_resolver::system_conf::read_system_conf()
             .unwrap_or_else(|error| {
                 warn!(%error, "no usable /etc/resolv.conf: backend names resolve from /etc/hosts only");
@@ -96,22 +97,25 @@ impl Resolver {
 
     /// A resolver with the given servers and options, to which pgsni's
     /// cache bounds are applied.
-    pub fn with_config(config: ResolverConfig, mut options: ResolverOpts) -> Self {
+    pub fn with_config(
+        config: ResolverConfig,
+        mut options: ResolverOpts,
+    ) -> Result<Self, NetError> {
         options.use_hosts_file = ResolveHosts::Always;
         // Both families, as getaddrinfo returns them: a backend reachable
         // over only one of them is still reached.
         options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        options.cache_size = CACHE_SIZE;
+        options.cache_size = CACHE_SIZE as u64;
         options.negative_min_ttl = Some(NEGATIVE_TTL_FLOOR);
         options.negative_max_ttl = Some(NEGATIVE_TTL_CEILING);
         options.positive_max_ttl = Some(POSITIVE_TTL_CEILING);
-        let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(options)
-            .build();
-        Self {
+            .build()?;
+        Ok(Self {
             inner,
             permits: Semaphore::new(MAX_CONCURRENT_LOOKUPS),
-        }
+        })
     }
 
     /// The addresses of `host`, from the cache where it has them. Counted in
@@ -158,8 +162,7 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup};
-    use hickory_resolver::proto::xfer::Protocol;
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig};
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -186,7 +189,14 @@ mod tests {
                 reply.push(0x80 | (query[2] & 0x01));
                 reply.push(0x83);
                 reply.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0]);
-                reply.extend_from_slice(&query[12..]);
+                // The question only: the query may carry an EDNS record
+                // after it, which this reply does not answer.
+                let mut end = 12;
+                while let Some(&len) = query.get(end).filter(|&&len| len > 0) {
+                    end += 1 + usize::from(len);
+                }
+                let question = query.get(12..end + 5).unwrap_or_default();
+                reply.extend_from_slice(question);
                 // SOA for the root: name, type 6, class IN, TTL, rdata.
                 let mut rdata = vec![0, 0]; // mname ".", rname "."
                 for value in [1u32, 3600, 600, 86400, soa_minimum] {
@@ -203,13 +213,14 @@ mod tests {
     }
 
     fn resolver_for(server: SocketAddr) -> Resolver {
-        let mut group = NameServerConfigGroup::new();
-        group.push(NameServerConfig::new(server, Protocol::Udp));
-        let config = ResolverConfig::from_parts(None, Vec::new(), group);
+        let mut udp = ConnectionConfig::udp();
+        udp.port = server.port();
+        let name_server = NameServerConfig::new(server.ip(), true, vec![udp]);
+        let config = ResolverConfig::from_parts(None, Vec::new(), vec![name_server]);
         let mut options = ResolverOpts::default();
         options.timeout = Duration::from_secs(2);
         options.attempts = 1;
-        Resolver::with_config(config, options)
+        Resolver::with_config(config, options).expect("a resolver for one UDP server builds")
     }
 
     #[tokio::test]
@@ -267,7 +278,8 @@ mod tests {
         let resolver = Resolver::with_config(
             ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
             ResolverOpts::default(),
-        );
+        )
+        .expect("a resolver without servers builds");
         let addresses = resolver.lookup("localhost").await.unwrap();
         assert!(addresses.iter().all(IpAddr::is_loopback), "{addresses:?}");
         assert!(resolver.lookup("tenant.localhost.").await.is_ok());
