@@ -716,6 +716,11 @@ fn model_parameters_unbounded(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> 
 ///    four space-separated words: the specification says the receiver
 ///    ignores everything up to the CRLF, and pgsni does; `ppp` stops at the
 ///    first CR and splits the line at most seven ways, so it refuses both.
+/// 6. A v1 `UNKNOWN` line with a lone LF word in its rest (`… \n …`) and,
+///    later, a CR not followed by LF: `ppp` takes the LF word for the end
+///    of the line and the CR plus whatever byte follows it for the header's
+///    end, and accepts; no CRLF has arrived, so pgsni waits for one (or
+///    refuses past 107 bytes), as the specification's grammar requires.
 ///
 /// Where `ppp` reads UDP or Unix addresses, or a PROXY header of the
 /// unspecified family, pgsni has no address it can use and says
@@ -773,7 +778,7 @@ fn ppp_reading(input: &[u8]) -> Option<(ProxyHeader, usize)> {
 }
 
 /// `ppp` accepted a header that pgsni refuses or waits on: one of the
-/// differences 1, 2 and 4 listed at [`proxy_header`].
+/// differences 1, 2, 4 and 6 listed at [`proxy_header`].
 fn explain_ppp_acceptance(
     input: &[u8],
     ours: &Result<Option<(ProxyHeader, usize)>, ProxyHeaderError>,
@@ -815,6 +820,18 @@ fn explain_ppp_acceptance(
             assert_eq!(
                 proxy_header::parse(unsigned.as_bytes()),
                 Ok(Some((theirs.0, unsigned.len())))
+            );
+            return;
+        }
+        // 6: ppp ended an UNKNOWN line at a CR that no LF follows.
+        _ if theirs.0 == ProxyHeader::Unknown
+            && input.starts_with(b"PROXY UNKNOWN")
+            && input.get(theirs.1.wrapping_sub(2)) == Some(&b'\r')
+            && input.get(theirs.1 - 1) != Some(&b'\n') =>
+        {
+            assert!(
+                !input[..theirs.1].windows(2).any(|pair| pair == b"\r\n"),
+                "pgsni should have found the CRLF"
             );
             return;
         }
