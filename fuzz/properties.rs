@@ -710,17 +710,18 @@ fn model_parameters_unbounded(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> 
 ///    `0x10` (IPv4, unspecified protocol).
 /// 3. A v2 LOCAL header: the specification says the receiver ignores the
 ///    family and address block, and pgsni does; `ppp` checks them.
-/// 4. A v1 port with a `+` sign: the grammar allows digits only, and pgsni
-///    refuses it; `ppp` uses `u16::from_str`, which takes `+5432`.
+/// 4. A v1 port with a `+` sign or leading zeros: the grammar allows
+///    digits only, without leading zeros, and pgsni refuses them; `ppp`
+///    uses `u16::from_str`, which takes `+5432` and `05432`.
 /// 5. A v1 `UNKNOWN` line whose rest has a CR before the CRLF, or more than
 ///    four space-separated words: the specification says the receiver
 ///    ignores everything up to the CRLF, and pgsni does; `ppp` stops at the
 ///    first CR and splits the line at most seven ways, so it refuses both.
-/// 6. A v1 `UNKNOWN` line with a lone LF word in its rest (`… \n …`) and,
-///    later, a CR not followed by LF: `ppp` takes the LF word for the end
-///    of the line and the CR plus whatever byte follows it for the header's
-///    end, and accepts; no CRLF has arrived, so pgsni waits for one (or
-///    refuses past 107 bytes), as the specification's grammar requires.
+/// 6. A v1 `UNKNOWN` line with a lone LF word in its rest (`… \n …`):
+///    `ppp` takes that word for the end of the line and accepts the header
+///    without a CRLF (ending it at the next CR and the byte after it, or at
+///    the end of what has arrived); pgsni waits for the CRLF the
+///    specification's grammar requires (or refuses past 107 bytes).
 ///
 /// Where `ppp` reads UDP or Unix addresses, or a PROXY header of the
 /// unspecified family, pgsni has no address it can use and says
@@ -729,13 +730,32 @@ fn model_parameters_unbounded(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> 
 pub fn proxy_header(input: &[u8]) {
     check_proxy_header(input);
     let ours = proxy_header::parse(input);
-    let theirs = ppp_reading(input);
+    // 6: what ppp reads up to a lone LF word is no header for pgsni.
+    let theirs = ppp_reading(input).filter(|theirs| !ends_at_a_lone_lf(input, theirs));
     match (&ours, &theirs) {
         (Ok(Some(ours)), Some(theirs)) => assert_eq!(ours, theirs, "pgsni and ppp"),
         (_, Some(theirs)) => explain_ppp_acceptance(input, &ours, theirs),
         (Ok(Some(ours)), None) => explain_pgsni_acceptance(input, ours),
         _ => {}
     }
+}
+
+/// Whether `ppp` read a v1 `UNKNOWN` header that ends without a CRLF,
+/// having taken a lone LF word for the end of the line: difference 6.
+fn ends_at_a_lone_lf(input: &[u8], theirs: &(ProxyHeader, usize)) -> bool {
+    let line = &input[..theirs.1];
+    if theirs.0 != ProxyHeader::Unknown
+        || !line.starts_with(b"PROXY UNKNOWN")
+        || line.ends_with(b"\r\n")
+    {
+        return false;
+    }
+    assert!(line.contains(&b'\n'), "ppp ended {line:?} at no LF");
+    assert!(
+        !line.windows(2).any(|pair| pair == b"\r\n"),
+        "ppp's header holds a CRLF before its end"
+    );
+    true
 }
 
 /// What pgsni would make of the header `ppp` reads in `input`, and its
@@ -778,7 +798,7 @@ fn ppp_reading(input: &[u8]) -> Option<(ProxyHeader, usize)> {
 }
 
 /// `ppp` accepted a header that pgsni refuses or waits on: one of the
-/// differences 1, 2, 4 and 6 listed at [`proxy_header`].
+/// differences 1, 2 and 4 listed at [`proxy_header`].
 fn explain_ppp_acceptance(
     input: &[u8],
     ours: &Result<Option<(ProxyHeader, usize)>, ProxyHeaderError>,
@@ -800,15 +820,22 @@ fn explain_ppp_acceptance(
             repaired[13] = 0x00;
             repaired
         }
-        // 4: a port with a '+' sign.
+        // 4: a port with a '+' sign or leading zeros.
         Err(ProxyHeaderError::V1Malformed) => {
             let line = std::str::from_utf8(&input[..theirs.1]).expect("ppp read text");
             let fields: Vec<&str> = line.trim_end_matches("\r\n").split(' ').collect();
+            let unusual = |port: &&str| {
+                port.starts_with('+') || (port.len() > 1 && port.starts_with('0'))
+            };
             assert!(
-                fields.len() == 6 && fields[4..].iter().any(|port| port.starts_with('+')),
+                fields.len() == 6 && fields[4..].iter().any(unusual),
                 "ppp accepted {line:?}"
             );
-            let ports = fields[4..].iter().map(|port| port.trim_start_matches('+'));
+            let ports: Vec<String> = fields[4..]
+                .iter()
+                .map(|port| port.parse::<u16>().expect("ppp read a port").to_string())
+                .collect();
+            let ports = ports.iter().map(String::as_str);
             let unsigned = fields[..4]
                 .iter()
                 .copied()
@@ -823,18 +850,6 @@ fn explain_ppp_acceptance(
             );
             return;
         }
-        // 6: ppp ended an UNKNOWN line at a CR that no LF follows.
-        _ if theirs.0 == ProxyHeader::Unknown
-            && input.starts_with(b"PROXY UNKNOWN")
-            && input.get(theirs.1.wrapping_sub(2)) == Some(&b'\r')
-            && input.get(theirs.1 - 1) != Some(&b'\n') =>
-        {
-            assert!(
-                !input[..theirs.1].windows(2).any(|pair| pair == b"\r\n"),
-                "pgsni should have found the CRLF"
-            );
-            return;
-        }
         other => panic!("ppp read {theirs:?}, pgsni {other:?}"),
     };
     assert_eq!(
@@ -845,21 +860,23 @@ fn explain_ppp_acceptance(
 }
 
 /// pgsni accepted a header that `ppp` refuses or waits on: one of the
-/// differences 3 and 5 listed at [`proxy_header`].
+/// differences 3, 5 and 6 listed at [`proxy_header`].
 fn explain_pgsni_acceptance(input: &[u8], ours: &(ProxyHeader, usize)) {
     let mut repaired = input[..ours.1].to_vec();
     match ours.0 {
         // 3: LOCAL, whatever the family and address block; ppp agrees once
         // the family is unspecified.
         ProxyHeader::Local => repaired[13] = 0x00,
-        // 5: v1 UNKNOWN whose ignored rest ppp cannot skip: a CR in it, or
-        // more than four words; ppp agrees once the rest is one word.
+        // 5 and 6: v1 UNKNOWN whose ignored rest ppp cannot skip: a CR or
+        // a LF in it, or more than four words; ppp agrees once the rest is
+        // one word.
         ProxyHeader::Unknown if repaired.starts_with(b"PROXY UNKNOWN") => {
             let rest = &mut repaired[b"PROXY UNKNOWN".len()..ours.1 - 2];
             let words = rest.split(|&b| b == b' ').count() - 1;
-            assert!(rest.contains(&b'\r') || words > 4, "ppp refused {input:?}");
+            let breaks = rest.iter().any(|&b| b == b'\r' || b == b'\n');
+            assert!(breaks || words > 4, "ppp refused {input:?}");
             for byte in rest.iter_mut().skip(1) {
-                if *byte == b'\r' || *byte == b' ' {
+                if [b'\r', b'\n', b' '].contains(byte) {
                     *byte = b'_';
                 }
             }
