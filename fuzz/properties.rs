@@ -824,9 +824,8 @@ fn explain_ppp_acceptance(
         Err(ProxyHeaderError::V1Malformed) => {
             let line = std::str::from_utf8(&input[..theirs.1]).expect("ppp read text");
             let fields: Vec<&str> = line.trim_end_matches("\r\n").split(' ').collect();
-            let unusual = |port: &&str| {
-                port.starts_with('+') || (port.len() > 1 && port.starts_with('0'))
-            };
+            let unusual =
+                |port: &&str| port.starts_with('+') || (port.len() > 1 && port.starts_with('0'));
             assert!(
                 fields.len() == 6 && fields[4..].iter().any(unusual),
                 "ppp accepted {line:?}"
