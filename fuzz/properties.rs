@@ -717,11 +717,12 @@ fn model_parameters_unbounded(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> 
 ///    four space-separated words: the specification says the receiver
 ///    ignores everything up to the CRLF, and pgsni does; `ppp` stops at the
 ///    first CR and splits the line at most seven ways, so it refuses both.
-/// 6. A v1 `UNKNOWN` line with a lone LF word in its rest (`… \n …`):
-///    `ppp` takes that word for the end of the line and accepts the header
-///    without a CRLF (ending it at the next CR and the byte after it, or at
-///    the end of what has arrived); pgsni waits for the CRLF the
-///    specification's grammar requires (or refuses past 107 bytes).
+/// 6. A v1 line with a lone LF word in it (`… \n`, between spaces or at
+///    the end): `ppp` takes that word for the end of the line and accepts
+///    the header without a CRLF (ending it at the next CR and the byte
+///    after it, or at the end of what has arrived); pgsni waits for the
+///    CRLF the specification's grammar requires (or refuses past 107
+///    bytes, or refuses what follows the addresses).
 ///
 /// Where `ppp` reads UDP or Unix addresses, or a PROXY header of the
 /// unspecified family, pgsni has no address it can use and says
@@ -740,14 +741,11 @@ pub fn proxy_header(input: &[u8]) {
     }
 }
 
-/// Whether `ppp` read a v1 `UNKNOWN` header that ends without a CRLF,
-/// having taken a lone LF word for the end of the line: difference 6.
+/// Whether `ppp` read a v1 header that ends without a CRLF, having taken a
+/// lone LF word for the end of the line: difference 6.
 fn ends_at_a_lone_lf(input: &[u8], theirs: &(ProxyHeader, usize)) -> bool {
     let line = &input[..theirs.1];
-    if theirs.0 != ProxyHeader::Unknown
-        || !line.starts_with(b"PROXY UNKNOWN")
-        || line.ends_with(b"\r\n")
-    {
+    if !line.starts_with(b"PROXY ") || line.ends_with(b"\r\n") {
         return false;
     }
     assert!(line.contains(&b'\n'), "ppp ended {line:?} at no LF");
