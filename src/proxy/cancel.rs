@@ -88,8 +88,9 @@ pub enum CancelTarget {
 struct Sessions {
     /// How many are live.
     live: usize,
-    /// When the latest of them started, in registration order: a cancel
-    /// is most likely meant for the session the client opened last.
+    /// When the latest session with this backend started, in registration
+    /// order (kept while any of them lives): a cancel is most likely meant
+    /// for the session the client opened last.
     latest: u64,
 }
 
