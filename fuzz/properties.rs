@@ -672,7 +672,7 @@ fn model_parameters_unbounded(packet: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> 
         return Some(Vec::new());
     }
     let strings: Vec<&[u8]> = body.strip_suffix(&[0])?.split(|&b| b == 0).collect();
-    if strings.len() % 2 != 0 || strings.iter().step_by(2).any(|name| name.is_empty()) {
+    if !strings.len().is_multiple_of(2) || strings.iter().step_by(2).any(|name| name.is_empty()) {
         return None;
     }
     Some(
