@@ -484,7 +484,8 @@ fn hello_records(mut input: &[u8]) -> Option<(usize, usize)> {
 /// - A classified packet re-encodes to exactly the bytes it occupies: the
 ///   byte-exact SSLRequest and GSSENCRequest, a CancelRequest's process id
 ///   and key, a StartupMessage's version; direct TLS consumes nothing.
-/// - An error names what the header says.
+/// - An error names what the header says, and stays the same whatever
+///   follows; a classified packet classifies the same on its own.
 pub fn startup(input: &[u8]) {
     let whole = classify(input);
     for end in 0..input.len() {
@@ -492,6 +493,13 @@ pub fn startup(input: &[u8]) {
             Ok(None) => {}
             prefix => assert_eq!(prefix, whole, "prefix of {end} bytes"),
         }
+    }
+    match whole {
+        Err(_) => assert_eq!(classify(&[input, &[0; 16]].concat()), whole),
+        Ok(Some((_, len))) if len > 0 => {
+            assert_eq!(classify(&input[..len]), whole, "on its own");
+        }
+        _ => {}
     }
 
     let header = |at: usize| {
