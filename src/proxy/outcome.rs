@@ -1,6 +1,7 @@
 //! Why a connection's start-up ended: one value per exit, feeding the
 //! `pgsni_connections_total{outcome}` counter and the session's log line.
 
+use super::backend::Unreached;
 use super::limits::LimitExceeded;
 use super::logging::{seconds_now, LineBudget, Verdict};
 use crate::metrics::CONNECTIONS_TOTAL;
@@ -71,6 +72,15 @@ impl From<LimitExceeded> for Outcome {
             LimitExceeded::Route => Self::LimitRoute,
             LimitExceeded::SourceHandshakes => Self::LimitSourceHandshakes,
             LimitExceeded::SourceRate => Self::LimitSourceRate,
+        }
+    }
+}
+
+impl From<Unreached> for Outcome {
+    fn from(unreached: Unreached) -> Self {
+        match unreached {
+            Unreached::NotAllowed => Self::BackendNotAllowed,
+            Unreached::Unavailable => Self::BackendUnavailable,
         }
     }
 }

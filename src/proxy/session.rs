@@ -316,7 +316,7 @@ async fn replay_hello(
             if let Err(error) = backend.write_all(&hello).await {
                 warn!(%error, "backend failed while receiving the ClientHello");
                 record_exit(Outcome::BackendUnavailable);
-                let reply = backend_unavailable(&route).reply;
+                let reply = no_backend(Outcome::BackendUnavailable, &route).reply;
                 send_reply(client, reply, &hello, context, deadline).await;
                 return None;
             }
@@ -577,15 +577,12 @@ async fn start_up(
     .map_err(|unreached| {
         // The refusal's own line (rate-limited) says so at info.
         debug!("no backend available");
-        match unreached {
-            backend::Unreached::NotAllowed => backend_not_allowed(&resolved.route),
-            backend::Unreached::Unavailable => backend_unavailable(&resolved.route),
-        }
+        no_backend(unreached.into(), &resolved.route)
     })?;
     debug!(backend = %address, ?negotiation, "routed");
     let backend_addr = backend.peer_addr().map_err(|error| {
         warn!(backend = %address, %error, "backend connection lost");
-        backend_unavailable(&resolved.route)
+        no_backend(Outcome::BackendUnavailable, &resolved.route)
     })?;
     let cancel_target = CancelTarget::Tcp {
         addr: backend_addr,
@@ -686,23 +683,13 @@ async fn read_proxy_header(
     }
 }
 
-/// Every backend of `route` failed.
-fn backend_unavailable(route: &str) -> Exit {
+/// No backend of `route` was reached: each failed (`backend_unavailable`),
+/// or policy refused one (`backend_not_allowed`, see [`super::dial`]). The
+/// client hears only that no backend is available: where backends may be
+/// is not its business.
+fn no_backend(outcome: Outcome, route: &str) -> Exit {
     Exit::new(
-        Outcome::BackendUnavailable,
-        Reply::Tls(
-            AlertDescription::InternalError,
-            Refusal::backend_unavailable(route),
-        ),
-    )
-}
-
-/// A backend of `route` was refused by policy (see [`super::dial`]), and no
-/// other was reached. The client hears only that no backend is available:
-/// where backends may be is not its business.
-fn backend_not_allowed(route: &str) -> Exit {
-    Exit::new(
-        Outcome::BackendNotAllowed,
+        outcome,
         Reply::Tls(
             AlertDescription::InternalError,
             Refusal::backend_unavailable(route),

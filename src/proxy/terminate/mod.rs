@@ -152,16 +152,11 @@ impl Refused {
             Refusal::backend_unavailable(route),
         )
     }
+
     /// No backend reached. A policy refusal is told to the client as an
     /// unavailable backend: where backends may be is not its business.
     fn unreached(unreached: crate::proxy::backend::Unreached, route: &str) -> Self {
-        match unreached {
-            crate::proxy::backend::Unreached::NotAllowed => Self::with(
-                Outcome::BackendNotAllowed,
-                Refusal::backend_unavailable(route),
-            ),
-            crate::proxy::backend::Unreached::Unavailable => Self::backend_unavailable(route),
-        }
+        Self::with(unreached.into(), Refusal::backend_unavailable(route))
     }
 }
 
