@@ -111,7 +111,7 @@ pub struct ServeArgs {
     /// to, and refused outside them. Defence in depth for wildcard routes.
     /// Unix-socket backends are not affected. Default: any address.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
-    pub backend_networks: Vec<crate::net::Networks>,
+    pub backend_networks: Vec<Networks>,
 
     /// How often the routes file is re-read even without a change event.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -408,10 +408,7 @@ pub async fn serve(
             .then_some(args.max_connection_rate_per_source),
         ipv6_source_prefix: args.ipv6_source_prefix,
     });
-    let mut trusted_proxies = Networks::none();
-    for networks in &args.trusted_proxies {
-        trusted_proxies.extend(networks);
-    }
+    let trusted_proxies: Networks = args.trusted_proxies.iter().collect();
     // Checked before anything listens: a listener that would believe
     // anyone, or no one, is a configuration error.
     let trust = args
@@ -449,13 +446,7 @@ pub async fn serve(
     tasks.spawn(watcher::watch(reloader, args.reload_interval));
     tasks.spawn(identity::watch(identities.clone(), args.reload_interval));
 
-    let backend_networks =
-        args.backend_networks
-            .iter()
-            .fold(crate::net::Networks::none(), |mut all, networks| {
-                all.extend(networks);
-                all
-            });
+    let backend_networks: Networks = args.backend_networks.iter().collect();
     if !backend_networks.is_empty() {
         info!(networks = %backend_networks, "backends restricted to --backend-networks");
     }

@@ -55,6 +55,17 @@ impl Networks {
     }
 }
 
+/// Several lists as one: a repeatable option's values.
+impl<'a> FromIterator<&'a Networks> for Networks {
+    fn from_iter<I: IntoIterator<Item = &'a Networks>>(lists: I) -> Self {
+        let mut all = Self::none();
+        for list in lists {
+            all.extend(list);
+        }
+        all
+    }
+}
+
 impl FromStr for Networks {
     type Err = String;
 
@@ -164,6 +175,19 @@ mod tests {
         assert!(all.covers_a_whole_family());
         assert!(all.contains(ip("203.0.113.9")) && all.contains(ip("2001:db8::1")));
         assert!(!Networks::none().contains(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn repeated_lists_add_up() {
+        let lists: Vec<Networks> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+        ];
+        let all: Networks = lists.iter().collect();
+        assert_eq!(all.to_string(), "10.0.0.0/8,192.0.2.0/24");
+        assert!(std::iter::empty::<&Networks>()
+            .collect::<Networks>()
+            .is_empty());
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::dial;
 use crate::metrics::CANCEL_REQUESTS_TOTAL;
 use crate::net::{source_key, Networks};
 use crate::wire::proxy_header;
@@ -222,9 +223,8 @@ impl CancelRegistry {
                 let mut delivered = 0;
                 for target in backends {
                     if let CancelTarget::Tcp { addr, .. } = &target {
-                        let networks = &self.backend_networks;
-                        if !networks.is_empty() && !networks.contains(addr.ip()) {
-                            debug!(?target, "cancel not sent outside --backend-networks");
+                        if let Err(refused) = dial::allowed(&self.backend_networks, addr.ip()) {
+                            debug!(?target, %refused, "cancel not sent");
                             continue;
                         }
                     }

@@ -87,6 +87,17 @@ pub fn target(backend: &Backend) -> Result<Target<'_>, DialError> {
     }
 }
 
+/// Whether a backend at `ip` may be reached under `--backend-networks`
+/// `networks`: inside them, or anywhere when none were given. Every backend
+/// connection is checked here, cancels included.
+pub fn allowed(networks: &Networks, ip: IpAddr) -> Result<(), NotAllowed> {
+    if networks.is_empty() || networks.contains(ip) {
+        Ok(())
+    } else {
+        Err(NotAllowed::OutsideNetworks(ip))
+    }
+}
+
 /// Dials backends: resolution, then the network policy.
 pub struct Dialer {
     resolver: Resolver,
@@ -109,14 +120,9 @@ impl Dialer {
         Self { resolver, networks }
     }
 
-    /// Whether `ip` may be dialled: inside `--backend-networks`, or any
-    /// address when none were given.
+    /// Whether `ip` may be dialled (see [`allowed`]).
     pub fn allows(&self, ip: IpAddr) -> Result<(), NotAllowed> {
-        if self.networks.is_empty() || self.networks.contains(ip) {
-            Ok(())
-        } else {
-            Err(NotAllowed::OutsideNetworks(ip))
-        }
+        allowed(&self.networks, ip)
     }
 
     /// The addresses `backend` may be dialled at, in the order to try them.
