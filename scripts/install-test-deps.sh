@@ -10,7 +10,6 @@
 #     from PyPI bundles one), for tests/clients/psycopg_matrix.py
 #   - PostgreSQL 18 server binaries for the direct-TLS client cases, unpacked
 #     into a cache directory outside the repository (see fetch_pg18 below)
-#   - cargo-deny, for scripts/deny.sh
 # Idempotent and quiet when everything is present; prints the bindirs it found.
 set -euo pipefail
 
@@ -198,13 +197,6 @@ if [ -z "$pg18_bindir" ] || ! has_pg18 "$pg18_bindir"; then
     log "WARNING: no PostgreSQL 18 server binaries (${pg18_bindir:-fetch failed});" \
         "the direct-TLS client tests will fail"
     pg18_bindir="(missing)"
-fi
-
-# cargo-deny for the supply-chain checks (scripts/deny.sh), built from
-# crates.io with its own lock file.
-if ! cargo deny --version >/dev/null 2>&1; then
-    log "cargo install cargo-deny"
-    cargo install --locked --quiet cargo-deny
 fi
 
 echo "PostgreSQL bindir: $bindir"
